@@ -1,0 +1,1 @@
+//! Credential sources for the gate agent (in progress).

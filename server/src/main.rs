@@ -1,0 +1,3 @@
+fn main() {
+    println!("usher server: coming soon");
+}
