@@ -2,6 +2,19 @@
 //! replica, writes every decision durably before showing it, and syncs in the background.
 //!
 //! # Layout
+//! - [`replica`]: the SQLite replica (rusqlite, WAL, `synchronous=FULL`) and the outbox.
+//! - [`decide`]: the decision engine: credential in, durable ADMIT/REJECT out.
+//! - [`handle`]: the decision thread and the handle every input uses.
+//! - [`sync`]: the sync client and the background push/pull loops.
+//! - [`run`]: the kiosk process (`gate-agent run`), [`ui`]: its operator screen.
+//! - [`status`]: `gate-agent status`.
 //! - [`inspect`]: decode and verify one credential (`gate-agent inspect`).
 
+pub mod decide;
+pub mod handle;
 pub mod inspect;
+pub mod replica;
+pub mod run;
+pub mod status;
+pub mod sync;
+pub mod ui;

@@ -386,6 +386,9 @@ pub struct PresenceChange {
     pub checkin_id: Option<Uuid>,
     #[serde(default)]
     pub hlc: Hlc,
+    /// Effective entries so far: single-entry gates reject a ticket that has any.
+    #[serde(default)]
+    pub entries: u32,
 }
 
 /// The payload of a change, tagged by `kind`.

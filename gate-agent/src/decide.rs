@@ -1,0 +1,527 @@
+//! The gate decision (DESIGN §3): credential → parse → event → signature → validity window →
+//! zone → revocation → presence → ADMIT / REJECT(reason) → outbox row committed with
+//! `synchronous=FULL` → only then is the result returned to be shown.
+//!
+//! Everything is local: the replica is the only input, so the gate decides the same way with or
+//! without a network. The storage-free checks are `sync_protocol::decide`, shared with the
+//! server's online redeem, so a ticket gets the same reason everywhere.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{TransactionBehavior, params};
+use serde::Serialize;
+use sync_protocol::ble::{BleCredential, BleError, slot_at};
+use sync_protocol::decide::{
+    Credential, GatePolicy, check_ticket, check_window, check_zone, parse_text,
+};
+use sync_protocol::wire::{
+    Checkin, Decision, Direction, GateConfig, GateDirection, Method, Reason,
+};
+use sync_protocol::{Hlc, HlcClock, KeyRing};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::replica::{self, Enrollment, Replica, ReplicaError, TicketRow, i64_from};
+
+/// Errors that prevent a decision from being made at all (as opposed to a REJECT).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("this gate has no configuration yet: run `gate-agent sync --once` while online")]
+    NoConfig,
+    #[error("this gate was deactivated by the organizer; it no longer admits anyone")]
+    Deactivated,
+    #[error("check-in {0} was not made at this gate")]
+    UnknownCheckin(Uuid),
+    #[error("check-in {0} cannot be undone: {1}")]
+    CannotUndo(Uuid, &'static str),
+    #[error("an override needs a ticket: look the person up by name or code first")]
+    OverrideWithoutTicket,
+}
+
+/// What was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Scanned or typed text: a `U1:` ticket or a short code.
+    Text(String),
+    /// A ticket picked by the operator from a manual lookup.
+    Serial(u64),
+    /// BLE service data (RSSI filtering happened in the hardware layer).
+    Ble(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRequest {
+    pub subject: Subject,
+    /// The source's method; `None` derives it from the subject.
+    pub method: Option<Method>,
+    /// `None` uses the gate's direction (entry for two-way gates).
+    pub direction: Option<Direction>,
+    /// A supervisor's reason to admit despite a rejection.
+    pub operator_override: Option<String>,
+}
+
+impl ScanRequest {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            subject: Subject::Text(text.into()),
+            method: None,
+            direction: None,
+            operator_override: None,
+        }
+    }
+}
+
+/// The decision as shown to the operator and printed by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanOutcome {
+    pub id: Uuid,
+    pub seq: u64,
+    pub decision: Decision,
+    pub reason: Option<Reason>,
+    pub ticket_serial: Option<u64>,
+    pub name: Option<String>,
+    pub attention: Option<String>,
+    pub direction: Direction,
+    pub method: Method,
+    pub hlc: Hlc,
+    #[serde(with = "time::serde::rfc3339")]
+    pub scanned_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator_override: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<Uuid>,
+}
+
+/// Current wall time in unix milliseconds.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Cache {
+    cursor: u64,
+    keys: KeyRing,
+    config: Option<GateConfig>,
+}
+
+/// The decision engine of one gate. Owns one replica connection.
+pub struct Gate {
+    replica: Replica,
+    enrollment: Enrollment,
+    cache: Option<Cache>,
+    /// Tolerance on validity windows for kiosk clocks that drift.
+    pub grace_seconds: u32,
+    /// How long after a scan the operator may undo it.
+    pub undo_window: Duration,
+    clock: fn() -> u64,
+}
+
+/// The subject resolved against the replica.
+struct Resolved {
+    method: Method,
+    serial: Option<u64>,
+    code: Option<String>,
+    row: Option<TicketRow>,
+    verdict: Result<(), Reason>,
+}
+
+impl Gate {
+    pub fn new(replica: Replica) -> Result<Self, GateError> {
+        let enrollment = replica.require_enrollment()?;
+        Ok(Self {
+            replica: replica.for_decisions()?,
+            enrollment,
+            cache: None,
+            grace_seconds: 120,
+            undo_window: Duration::from_secs(5 * 60),
+            clock: wall_ms,
+        })
+    }
+
+    /// Replaces the wall clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> u64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    pub fn enrollment(&self) -> &Enrollment {
+        &self.enrollment
+    }
+
+    /// Reloads keys and configuration when the replica moved since the last decision (another
+    /// connection, e.g. the sync worker, applied changes).
+    fn refresh(&mut self) -> Result<(), GateError> {
+        let cursor = self.replica.replica_cursor()?;
+        if self.cache.as_ref().is_some_and(|c| c.cursor == cursor) {
+            return Ok(());
+        }
+        self.cache = Some(Cache {
+            cursor,
+            keys: self.replica.key_ring()?,
+            config: self.replica.gate_config(self.enrollment.gate_id)?,
+        });
+        Ok(())
+    }
+
+    pub fn config(&mut self) -> Result<GateConfig, GateError> {
+        self.refresh()?;
+        self.cache
+            .as_ref()
+            .and_then(|c| c.config.clone())
+            .ok_or(GateError::NoConfig)
+    }
+
+    fn resolve(
+        &self,
+        req: &ScanRequest,
+        dir: Direction,
+        cfg: &GateConfig,
+        keys: &KeyRing,
+        now_ms: u64,
+    ) -> Result<Resolved, GateError> {
+        let now_unix = now_ms / 1000;
+        let policy = GatePolicy {
+            event_tag: cfg.event_tag,
+            zone_mask: cfg.zone_mask,
+            now_unix,
+            grace_seconds: self.grace_seconds,
+        };
+        let entering = dir == Direction::In;
+        // For a ticket row (code, manual pick, BLE), the window and zone come from the replica.
+        let row_checks = |row: &TicketRow| -> Result<(), Reason> {
+            if entering {
+                check_window(
+                    row.valid_from,
+                    row.valid_until,
+                    now_unix,
+                    self.grace_seconds,
+                )?;
+                check_zone(row.scopes, cfg.zone_mask)?;
+            }
+            Ok(())
+        };
+        let mut out = Resolved {
+            method: req.method.unwrap_or(Method::Qr),
+            serial: None,
+            code: None,
+            row: None,
+            verdict: Ok(()),
+        };
+        match &req.subject {
+            Subject::Text(text) => match parse_text(text) {
+                Ok(Credential::Ticket(t)) => {
+                    out.serial = Some(t.fields.serial);
+                    out.row = self.replica.ticket(t.fields.serial)?;
+                    out.verdict = if entering {
+                        check_ticket(&t, keys, &policy)
+                    } else {
+                        // Leaving: authenticity only; an expired ticket may still walk out.
+                        check_ticket(
+                            &t,
+                            keys,
+                            &GatePolicy {
+                                zone_mask: 0,
+                                grace_seconds: u32::MAX / 2,
+                                ..policy
+                            },
+                        )
+                    };
+                }
+                Ok(Credential::Code(code)) => {
+                    out.method = req.method.unwrap_or(Method::Code);
+                    let compact = code.compact();
+                    out.row = self.replica.ticket_by_code(&compact)?;
+                    match &out.row {
+                        Some(row) => {
+                            out.serial = Some(row.serial);
+                            out.verdict = row_checks(row);
+                        }
+                        None => {
+                            out.code = Some(compact);
+                            out.verdict = Err(Reason::UnknownCode);
+                        }
+                    }
+                }
+                Ok(Credential::Ble(_)) => out.verdict = Err(Reason::Malformed),
+                Err(reason) => {
+                    out.method = req.method.unwrap_or(Method::Code);
+                    out.code = Some(text.trim().chars().take(64).collect());
+                    out.verdict = Err(reason);
+                }
+            },
+            Subject::Serial(serial) => {
+                out.method = req.method.unwrap_or(Method::Manual);
+                out.row = self.replica.ticket(*serial)?;
+                match &out.row {
+                    Some(row) => {
+                        out.serial = Some(row.serial);
+                        out.verdict = row_checks(row);
+                    }
+                    None => out.verdict = Err(Reason::UnknownCode),
+                }
+            }
+            Subject::Ble(data) => {
+                out.method = req.method.unwrap_or(Method::Ble);
+                match BleCredential::decode(data) {
+                    Err(_) => out.verdict = Err(Reason::Malformed),
+                    Ok(cred) => {
+                        out.row = self.replica.ticket(cred.serial)?;
+                        let key = out
+                            .row
+                            .as_ref()
+                            .and_then(|r| r.ble_key.as_deref())
+                            .and_then(|k| <[u8; 32]>::try_from(k).ok());
+                        out.verdict = match key {
+                            None => Err(Reason::UnknownCode),
+                            Some(key) => {
+                                out.serial = Some(cred.serial);
+                                match cred
+                                    .verify(&sync_protocol::ble::BleKey(key), slot_at(now_unix))
+                                {
+                                    Ok(()) => out.row.as_ref().map_or(Ok(()), row_checks),
+                                    Err(BleError::StaleSlot { .. }) => Err(Reason::Expired),
+                                    Err(_) => Err(Reason::InvalidSignature),
+                                }
+                            }
+                        };
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decides one credential and records it durably. Returns only after the outbox row is
+    /// committed.
+    pub fn scan(&mut self, req: &ScanRequest) -> Result<ScanOutcome, GateError> {
+        self.refresh()?;
+        let cache = self.cache.as_ref().ok_or(GateError::NoConfig)?;
+        let cfg = cache.config.clone().ok_or(GateError::NoConfig)?;
+        if !cfg.is_active || self.replica.meta("wiped")?.is_some() {
+            return Err(GateError::Deactivated);
+        }
+        let direction = req.direction.unwrap_or(match cfg.direction {
+            GateDirection::Out => Direction::Out,
+            GateDirection::In | GateDirection::Both => Direction::In,
+        });
+        let now_ms = (self.clock)();
+        let resolved = self.resolve(req, direction, &cfg, &cache.keys, now_ms)?;
+        if req.operator_override.is_some() && resolved.serial.is_none() {
+            return Err(GateError::OverrideWithoutTicket);
+        }
+        let gate_id = self.enrollment.gate_id;
+
+        let tx = self
+            .replica
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut verdict = resolved.verdict;
+        if let (Ok(()), Some(serial), Direction::In) = (verdict, resolved.serial, direction) {
+            let revoked: Option<i64> = tx
+                .prepare_cached("SELECT change_seq FROM revocations WHERE serial = ?1")?
+                .query_row([i64_from(serial)], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            let row_revoked = resolved.row.as_ref().is_some_and(|r| r.status == "revoked");
+            if revoked.is_some() || row_revoked {
+                verdict = Err(Reason::Revoked);
+            } else if !cfg.allow_multiple_checkins {
+                let p = replica::presence(&tx, serial)?;
+                let used = if cfg.allow_reentry {
+                    p.inside
+                } else {
+                    p.inside || p.entries > 0
+                };
+                if used {
+                    verdict = Err(Reason::AlreadyInside);
+                }
+            }
+        }
+        let (decision, reason, operator_override) = match (verdict, &req.operator_override) {
+            (Ok(()), _) => (Decision::Admit, None, None),
+            (Err(r), Some(why)) => (Decision::Admit, Some(r), Some(why.clone())),
+            (Err(r), None) => (Decision::Reject, Some(r), None),
+        };
+
+        let (seq, last) = replica::outbox::next_seq_and_clock(&tx)?;
+        let hlc = HlcClock::resume(last).now(now_ms);
+        let replica_cursor = replica::read_meta(&tx, "replica_cursor")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let scanned_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let checkin = Checkin {
+            id: Uuid::now_v7(),
+            seq,
+            ticket_serial: resolved.serial,
+            code: if resolved.serial.is_some() {
+                None
+            } else {
+                resolved.code.clone()
+            },
+            method: resolved.method,
+            direction,
+            decision,
+            reason,
+            hlc,
+            scanned_at,
+            replica_cursor,
+            operator_override: operator_override.clone(),
+            undoes: None,
+        };
+        replica::outbox::insert(&tx, &checkin)?;
+        if let (Decision::Admit, Some(serial)) = (decision, resolved.serial) {
+            move_presence(&tx, serial, direction, gate_id, checkin.id, hlc, 1)?;
+        }
+        tx.commit()?;
+
+        Ok(ScanOutcome {
+            id: checkin.id,
+            seq,
+            decision,
+            reason,
+            ticket_serial: resolved.serial,
+            name: resolved.row.as_ref().and_then(|r| r.display_name.clone()),
+            attention: resolved.row.as_ref().and_then(|r| r.attention.clone()),
+            direction,
+            method: checkin.method,
+            hlc,
+            scanned_at,
+            operator_override,
+            undoes: None,
+        })
+    }
+
+    /// Undoes a mistaken admission made at this gate within the undo window: a new correcting
+    /// event, never an edit of the original.
+    pub fn undo(&mut self, id: Uuid) -> Result<ScanOutcome, GateError> {
+        let original = self
+            .replica
+            .checkin(id)?
+            .ok_or(GateError::UnknownCheckin(id))?
+            .checkin;
+        if original.undoes.is_some() {
+            return Err(GateError::CannotUndo(id, "it is itself an undo"));
+        }
+        if original.decision != Decision::Admit {
+            return Err(GateError::CannotUndo(id, "only admissions can be undone"));
+        }
+        let Some(serial) = original.ticket_serial else {
+            return Err(GateError::CannotUndo(id, "it names no ticket"));
+        };
+        let now_ms = (self.clock)();
+        let scanned_ms = (original.scanned_at.unix_timestamp_nanos() / 1_000_000) as u64;
+        if now_ms.saturating_sub(scanned_ms) > self.undo_window.as_millis() as u64 {
+            return Err(GateError::CannotUndo(id, "the undo window has passed"));
+        }
+        let gate_id = self.enrollment.gate_id;
+        let tx = self
+            .replica
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let already: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE undoes = ?1)")?
+            .query_row([id.to_string()], |r| r.get(0))?;
+        if already {
+            return Err(GateError::CannotUndo(id, "it was already undone"));
+        }
+        let (seq, last) = replica::outbox::next_seq_and_clock(&tx)?;
+        let hlc = HlcClock::resume(last).now(now_ms);
+        let replica_cursor = replica::read_meta(&tx, "replica_cursor")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let scanned_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let checkin = Checkin {
+            id: Uuid::now_v7(),
+            seq,
+            ticket_serial: Some(serial),
+            code: None,
+            method: original.method,
+            direction: original.direction,
+            decision: original.decision,
+            reason: None,
+            hlc,
+            scanned_at,
+            replica_cursor,
+            operator_override: None,
+            undoes: Some(id),
+        };
+        replica::outbox::insert(&tx, &checkin)?;
+        // Reverse the movement locally.
+        let back = match original.direction {
+            Direction::In => Direction::Out,
+            Direction::Out => Direction::In,
+        };
+        move_presence(&tx, serial, back, gate_id, checkin.id, hlc, -1)?;
+        tx.commit()?;
+        let row = self.replica.ticket(serial)?;
+        Ok(ScanOutcome {
+            id: checkin.id,
+            seq,
+            decision: checkin.decision,
+            reason: None,
+            ticket_serial: Some(serial),
+            name: row.as_ref().and_then(|r| r.display_name.clone()),
+            attention: row.as_ref().and_then(|r| r.attention.clone()),
+            direction: checkin.direction,
+            method: checkin.method,
+            hlc,
+            scanned_at,
+            operator_override: None,
+            undoes: Some(id),
+        })
+    }
+}
+
+/// Records a movement in the local presence view. `entry_delta` is +1 for a scan, -1 when an
+/// undo takes an entry back.
+fn move_presence(
+    tx: &rusqlite::Connection,
+    serial: u64,
+    direction: Direction,
+    gate_id: Uuid,
+    checkin_id: Uuid,
+    hlc: Hlc,
+    entry_delta: i64,
+) -> Result<(), GateError> {
+    let inside = direction == Direction::In;
+    let entries = if inside {
+        entry_delta.max(0)
+    } else {
+        entry_delta.min(0)
+    };
+    tx.prepare_cached(
+        "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc)
+         VALUES (?1, ?2, MAX(?3, 0), ?4, ?5, ?6)
+         ON CONFLICT (serial) DO UPDATE SET inside = excluded.inside,
+            entries = MAX(presence.entries + ?3, 0), gate_id = excluded.gate_id,
+            checkin_id = excluded.checkin_id, hlc = excluded.hlc",
+    )?
+    .execute(params![
+        i64_from(serial),
+        inside,
+        entries,
+        gate_id.to_string(),
+        checkin_id.to_string(),
+        i64_from(hlc.as_u64()),
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The decision thread and the handle every input (scanner, camera, BLE, kiosk screen) uses.
+//!
+//! One thread owns the decision engine and its replica connection, so decisions are strictly
+//! sequential (dense `seq`, one writer) and never wait on the async runtime. Each committed
+//! decision is broadcast to the screen and the stdout log, and wakes the sync pusher.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::decide::{Gate, GateError, ScanOutcome, ScanRequest};
+use crate::replica::TicketRow;
+
+/// A lookup hit with its presence.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupHit {
+    #[serde(flatten)]
+    pub ticket: TicketRow,
+    pub inside: bool,
+}
+
+enum Command {
+    Scan(ScanRequest, oneshot::Sender<Result<ScanOutcome, GateError>>),
+    Undo(Uuid, oneshot::Sender<Result<ScanOutcome, GateError>>),
+    Lookup(String, oneshot::Sender<Result<Vec<LookupHit>, GateError>>),
+}
+
+/// Clonable access to the decision thread.
+#[derive(Clone)]
+pub struct GateHandle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<ScanOutcome>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("the decision thread has stopped")]
+    Stopped,
+}
+
+impl GateHandle {
+    /// Starts the decision thread. `kick` is notified after every committed decision.
+    pub fn spawn(mut gate: Gate, kick: Arc<Notify>) -> std::io::Result<Self> {
+        let (tx, mut rx) = mpsc::channel::<Command>(1024);
+        let (events, _) = broadcast::channel(1024);
+        let out = events.clone();
+        std::thread::Builder::new()
+            .name("decisions".into())
+            .spawn(move || {
+                while let Some(cmd) = rx.blocking_recv() {
+                    match cmd {
+                        Command::Scan(req, reply) => {
+                            let r = gate.scan(&req);
+                            if let Ok(o) = &r {
+                                let _ = out.send(o.clone());
+                                kick.notify_one();
+                            }
+                            let _ = reply.send(r);
+                        }
+                        Command::Undo(id, reply) => {
+                            let r = gate.undo(id);
+                            if let Ok(o) = &r {
+                                let _ = out.send(o.clone());
+                                kick.notify_one();
+                            }
+                            let _ = reply.send(r);
+                        }
+                        Command::Lookup(q, reply) => {
+                            let r = (|| -> Result<Vec<LookupHit>, GateError> {
+                                let rows = gate.replica().search(&q, 20)?;
+                                let mut hits = Vec::with_capacity(rows.len());
+                                for ticket in rows {
+                                    let inside = gate.replica().presence(ticket.serial)?.inside;
+                                    hits.push(LookupHit { ticket, inside });
+                                }
+                                Ok(hits)
+                            })();
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { tx, events })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, GateError>>) -> Command,
+    ) -> Result<T, HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| HandleError::Stopped)?;
+        Ok(rx.await.map_err(|_| HandleError::Stopped)??)
+    }
+
+    pub async fn scan(&self, req: ScanRequest) -> Result<ScanOutcome, HandleError> {
+        self.call(|r| Command::Scan(req, r)).await
+    }
+
+    pub async fn undo(&self, id: Uuid) -> Result<ScanOutcome, HandleError> {
+        self.call(|r| Command::Undo(id, r)).await
+    }
+
+    pub async fn lookup(&self, q: String) -> Result<Vec<LookupHit>, HandleError> {
+        self.call(|r| Command::Lookup(q, r)).await
+    }
+
+    /// Every committed decision, in order.
+    pub fn subscribe(&self) -> broadcast::Receiver<ScanOutcome> {
+        self.events.subscribe()
+    }
+}

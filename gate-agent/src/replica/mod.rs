@@ -1,0 +1,451 @@
+//! The gate's SQLite replica (rusqlite, WAL): tickets, revocations, keys, gate configs, presence
+//! and the outbox of check-ins.
+//!
+//! Every connection runs with `synchronous=FULL`: a decision's outbox row is on disk (WAL fsynced)
+//! when `COMMIT` returns, so a check-in shown as admitted survives kill -9 and power loss.
+//! Several connections may be open at once (the decision thread, the sync worker, a `gate-agent
+//! scan` from a script); WAL lets readers run beside the single writer and `busy_timeout` queues
+//! writers instead of failing.
+
+pub(crate) mod outbox;
+mod sync_apply;
+
+pub use sync_apply::Applied;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_protocol::wire::GateConfig;
+use sync_protocol::{Hlc, KeyRing};
+use uuid::Uuid;
+
+pub use outbox::OutboxRow;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/gate/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("replica database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("this gate is not enrolled: run `gate-agent enroll --server URL --code CODE` first")]
+    NotEnrolled,
+    #[error("replica holds corrupt data in {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("replica schema version {0} is newer than this gate-agent understands; upgrade it")]
+    TooNew(i64),
+}
+
+pub type Result<T, E = ReplicaError> = std::result::Result<T, E>;
+
+/// What enrollment stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub server_url: String,
+    pub gate_id: Uuid,
+    pub event_id: Uuid,
+    pub credential: String,
+}
+
+/// A ticket row as the gate sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TicketRow {
+    pub serial: u64,
+    pub display_name: Option<String>,
+    pub status: String,
+    pub scopes: u16,
+    pub short_code: Option<String>,
+    #[serde(skip)]
+    pub ble_key: Option<Vec<u8>>,
+    pub attention: Option<String>,
+    pub valid_from: u32,
+    pub valid_until: u32,
+}
+
+/// Presence as far as this gate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Presence {
+    pub inside: bool,
+    pub entries: u32,
+    pub hlc: Hlc,
+}
+
+/// One open connection to the replica.
+pub struct Replica {
+    conn: Connection,
+}
+
+pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+pub(crate) fn u64_from(v: i64, what: &'static str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| corrupt(what, format!("negative value {v}")))
+}
+
+pub(crate) fn i64_from(v: u64) -> i64 {
+    // Serials, sequences and clocks stay below 2^63 (the server keeps serials below 2^53).
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Replica {
+    /// Opens (creating if needed) the replica at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| corrupt("data directory", e))?;
+        }
+        Self::setup(Connection::open(path)?)
+    }
+
+    /// A private in-memory replica, for unit tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: the WAL is fsynced at every commit, so a committed decision survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints copy the WAL into the database file and fsync it: slow and bursty. They
+        // run on the background connections (sync worker, checkpointer), never in a decision;
+        // see `Replica::for_decisions`.
+        let mut replica = Self { conn };
+        replica.migrate()?;
+        Ok(replica)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(ReplicaError::TooNew(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Tunes this connection for the decision path: no automatic checkpoints (a background
+    /// connection runs them, see [`Replica::checkpoint`]), so a decision never pays for one.
+    pub fn for_decisions(self) -> Result<Self> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(self)
+    }
+
+    /// Copies the WAL into the database without blocking writers (PASSIVE).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    // ---- meta ----
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        set_meta(&self.conn, key, value)
+    }
+
+    pub fn enrollment(&self) -> Result<Option<Enrollment>> {
+        let (Some(server_url), Some(gate_id), Some(event_id), Some(credential)) = (
+            self.meta("server_url")?,
+            self.meta("gate_id")?,
+            self.meta("event_id")?,
+            self.meta("credential")?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Enrollment {
+            server_url,
+            gate_id: Uuid::parse_str(&gate_id).map_err(|e| corrupt("meta.gate_id", e))?,
+            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("meta.event_id", e))?,
+            credential,
+        }))
+    }
+
+    pub fn require_enrollment(&self) -> Result<Enrollment> {
+        self.enrollment()?.ok_or(ReplicaError::NotEnrolled)
+    }
+
+    /// Stores a new enrollment. A gate re-enrolled for another event starts from an empty
+    /// replica (its outbox must have been pushed; refused otherwise so nothing is lost).
+    pub fn store_enrollment(&mut self, e: &Enrollment) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let previous: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'event_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if previous.as_deref() != Some(&e.event_id.to_string()) {
+            for table in [
+                "tickets",
+                "revocations",
+                "signing_keys",
+                "gates",
+                "presence",
+            ] {
+                tx.execute(&format!("DELETE FROM {table}"), [])?;
+            }
+            tx.execute(
+                "DELETE FROM meta WHERE key IN ('replica_cursor', 'wiped')",
+                [],
+            )?;
+        }
+        set_meta(&tx, "server_url", &e.server_url)?;
+        set_meta(&tx, "gate_id", &e.gate_id.to_string())?;
+        set_meta(&tx, "event_id", &e.event_id.to_string())?;
+        set_meta(&tx, "credential", &e.credential)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn replica_cursor(&self) -> Result<u64> {
+        Ok(self
+            .meta("replica_cursor")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The gate's clock: the newest of its own stamps and the remote clocks it observed.
+    pub fn hlc(&self) -> Result<Hlc> {
+        Ok(outbox::next_seq_and_clock(&self.conn)?.1)
+    }
+
+    /// Takes in a remote clock (a `server_time`, a peer's scan) so later local stamps sort after it.
+    pub fn observe_clock(&mut self, remote: Hlc, wall_ms: u64) -> Result<Hlc> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let last = outbox::next_seq_and_clock(&tx)?.1;
+        let mut clock = sync_protocol::HlcClock::resume(last);
+        let now = clock.update(remote, wall_ms);
+        set_meta(&tx, "hlc", &now.to_string())?;
+        tx.commit()?;
+        Ok(now)
+    }
+
+    // ---- lookups ----
+
+    pub fn key_ring(&self) -> Result<KeyRing> {
+        let mut ring = KeyRing::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key_id, public_key FROM signing_keys")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        for row in rows {
+            let (id, key) = row?;
+            let id = u32::try_from(id).map_err(|e| corrupt("signing_keys.key_id", e))?;
+            let key: [u8; 32] = key
+                .try_into()
+                .map_err(|_| corrupt("signing_keys.public_key", "not 32 bytes"))?;
+            ring.insert_bytes(id, &key)
+                .map_err(|e| corrupt("signing_keys.public_key", e))?;
+        }
+        Ok(ring)
+    }
+
+    pub fn gate_config(&self, gate_id: Uuid) -> Result<Option<GateConfig>> {
+        let raw: Option<String> = self
+            .conn
+            .prepare_cached("SELECT config FROM gates WHERE gate_id = ?1")?
+            .query_row([gate_id.to_string()], |r| r.get(0))
+            .optional()?;
+        raw.map(|s| serde_json::from_str(&s).map_err(|e| corrupt("gates.config", e)))
+            .transpose()
+    }
+
+    pub fn peer_configs(&self, own: Uuid) -> Result<Vec<GateConfig>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT config FROM gates WHERE gate_id <> ?1")?;
+        let rows = stmt.query_map([own.to_string()], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(serde_json::from_str(&raw?).map_err(|e| corrupt("gates.config", e))?);
+        }
+        Ok(out)
+    }
+
+    pub fn ticket(&self, serial: u64) -> Result<Option<TicketRow>> {
+        ticket_by(
+            &self.conn,
+            "serial = ?1",
+            rusqlite::types::Value::Integer(i64_from(serial)),
+        )
+    }
+
+    pub fn ticket_by_code(&self, compact: &str) -> Result<Option<TicketRow>> {
+        ticket_by(
+            &self.conn,
+            "short_code = ?1",
+            rusqlite::types::Value::Text(compact.to_string()),
+        )
+    }
+
+    /// Manual lookup for people whose QR will not scan: by short code (exact) or name (substring,
+    /// case-insensitive). At most `limit` rows.
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<TicketRow>> {
+        let q = query.trim();
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        if let Ok(code) = sync_protocol::ShortCode::parse(q)
+            && let Some(t) = self.ticket_by_code(&code.compact())?
+        {
+            out.push(t);
+        }
+        let pattern = format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT serial, display_name, status, scopes, short_code, ble_key, attention,
+                    valid_from, valid_until
+             FROM tickets WHERE display_name LIKE ?1 ESCAPE '\\'
+             ORDER BY display_name COLLATE NOCASE LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pattern, limit as i64], ticket_from_row)?;
+        for row in rows {
+            let t = row?;
+            if !out.iter().any(|o: &TicketRow| o.serial == t.serial) {
+                out.push(t);
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    pub fn revocation(&self, serial: u64) -> Result<Option<u64>> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT change_seq FROM revocations WHERE serial = ?1")?
+            .query_row([i64_from(serial)], |r| r.get(0))
+            .optional()?;
+        v.map(|v| u64_from(v, "revocations.change_seq")).transpose()
+    }
+
+    pub fn presence(&self, serial: u64) -> Result<Presence> {
+        presence(&self.conn, serial)
+    }
+
+    pub fn ticket_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM tickets", [], |r| r.get(0))?;
+        u64_from(n, "count")
+    }
+
+    /// Deactivated gate: erase personal data (names, attention notes, BLE keys), keep the scan
+    /// log so nothing already decided is lost.
+    pub fn wipe_personal_data(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE tickets SET display_name = NULL, attention = NULL, ble_key = NULL",
+            [],
+        )?;
+        set_meta(&tx, "wiped", "1")?;
+        tx.commit()?;
+        // Make sure the erased values do not linger in the WAL or free pages.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn.execute_batch("VACUUM")?;
+        Ok(())
+    }
+}
+
+pub(crate) fn read_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key, value])?;
+    Ok(())
+}
+
+pub(crate) fn presence(conn: &Connection, serial: u64) -> Result<Presence> {
+    let row: Option<(i64, i64, i64)> = conn
+        .prepare_cached("SELECT inside, entries, hlc FROM presence WHERE serial = ?1")?
+        .query_row([i64_from(serial)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    Ok(match row {
+        None => Presence::default(),
+        Some((inside, entries, hlc)) => Presence {
+            inside: inside != 0,
+            entries: u32::try_from(entries).unwrap_or(0),
+            hlc: Hlc::from_u64(u64_from(hlc, "presence.hlc")?),
+        },
+    })
+}
+
+fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketRow> {
+    let serial: i64 = r.get(0)?;
+    Ok(TicketRow {
+        serial: u64::try_from(serial).unwrap_or(0),
+        display_name: r.get(1)?,
+        status: r.get(2)?,
+        scopes: u16::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+        short_code: r.get(4)?,
+        ble_key: r.get(5)?,
+        attention: r.get(6)?,
+        valid_from: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+        valid_until: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+    })
+}
+
+fn ticket_by(
+    conn: &Connection,
+    cond: &str,
+    value: rusqlite::types::Value,
+) -> Result<Option<TicketRow>> {
+    let sql = format!(
+        "SELECT serial, display_name, status, scopes, short_code, ble_key, attention,
+                valid_from, valid_until FROM tickets WHERE {cond}"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([value], ticket_from_row)
+        .optional()?)
+}

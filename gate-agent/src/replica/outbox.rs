@@ -1,0 +1,251 @@
+//! The outbox: this gate's append-only scan log, dense `seq` from 1.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_protocol::Hlc;
+use sync_protocol::wire::{Checkin, Decision, Direction, Method, PushStatus, Reason};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Replica, Result, corrupt, i64_from, u64_from};
+
+/// One stored check-in with its sync state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub checkin: Checkin,
+    pub synced: bool,
+}
+
+fn method_str(m: Method) -> &'static str {
+    match m {
+        Method::Qr => "qr",
+        Method::Code => "code",
+        Method::Ble => "ble",
+        Method::Manual => "manual",
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method> {
+    Ok(match s {
+        "qr" => Method::Qr,
+        "code" => Method::Code,
+        "ble" => Method::Ble,
+        "manual" => Method::Manual,
+        other => return Err(corrupt("outbox.method", other)),
+    })
+}
+
+pub(crate) fn direction_str(d: Direction) -> &'static str {
+    match d {
+        Direction::In => "in",
+        Direction::Out => "out",
+    }
+}
+
+fn parse_direction(s: &str) -> Result<Direction> {
+    match s {
+        "in" => Ok(Direction::In),
+        "out" => Ok(Direction::Out),
+        other => Err(corrupt("outbox.direction", other)),
+    }
+}
+
+/// Appends a check-in inside the caller's transaction. The caller has assigned `seq` (dense,
+/// `MAX(seq) + 1` under the write lock).
+pub(crate) fn insert(conn: &Connection, c: &Checkin) -> Result<()> {
+    let scanned_ms = (c.scanned_at.unix_timestamp_nanos() / 1_000_000) as i64;
+    conn.prepare_cached(
+        "INSERT INTO outbox (seq, id, ticket_serial, code, method, direction, decision, reason,
+                             hlc, scanned_at_ms, replica_cursor, operator_override, undoes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        i64_from(c.seq),
+        c.id.to_string(),
+        c.ticket_serial.map(i64_from),
+        c.code,
+        method_str(c.method),
+        direction_str(c.direction),
+        match c.decision {
+            Decision::Admit => "admit",
+            Decision::Reject => "reject",
+        },
+        c.reason.map(Reason::as_str),
+        i64_from(c.hlc.as_u64()),
+        scanned_ms,
+        i64_from(c.replica_cursor),
+        c.operator_override,
+        c.undoes.map(|u| u.to_string()),
+    ])?;
+    Ok(())
+}
+
+/// The next dense seq and the clock to resume from: the newer of the last decision's stamp and
+/// the last remote clock observed (meta `hlc`). Read under the write lock.
+pub(crate) fn next_seq_and_clock(conn: &Connection) -> Result<(u64, Hlc)> {
+    let last: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT seq, hlc FROM outbox ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (seq, local) = match last {
+        Some((s, h)) => (u64_from(s, "outbox.seq")?, u64_from(h, "outbox.hlc")?),
+        None => (0, 0),
+    };
+    let observed = super::read_meta(conn, "hlc")?
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((seq + 1, Hlc::from_u64(local.max(observed))))
+}
+
+const COLUMNS: &str = "seq, id, ticket_serial, code, method, direction, decision, reason, hlc,
+    scanned_at_ms, replica_cursor, operator_override, undoes, synced";
+
+fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        ticket_serial: r.get(2)?,
+        code: r.get(3)?,
+        method: r.get(4)?,
+        direction: r.get(5)?,
+        decision: r.get(6)?,
+        reason: r.get(7)?,
+        hlc: r.get(8)?,
+        scanned_at_ms: r.get(9)?,
+        replica_cursor: r.get(10)?,
+        operator_override: r.get(11)?,
+        undoes: r.get(12)?,
+        synced: r.get(13)?,
+    })
+}
+
+struct RawRow {
+    seq: i64,
+    id: String,
+    ticket_serial: Option<i64>,
+    code: Option<String>,
+    method: String,
+    direction: String,
+    decision: String,
+    reason: Option<String>,
+    hlc: i64,
+    scanned_at_ms: i64,
+    replica_cursor: i64,
+    operator_override: Option<String>,
+    undoes: Option<String>,
+    synced: i64,
+}
+
+impl RawRow {
+    fn into_row(self) -> Result<OutboxRow> {
+        let scanned_at =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.scanned_at_ms) * 1_000_000)
+                .map_err(|e| corrupt("outbox.scanned_at_ms", e))?;
+        Ok(OutboxRow {
+            checkin: Checkin {
+                id: Uuid::parse_str(&self.id).map_err(|e| corrupt("outbox.id", e))?,
+                seq: u64_from(self.seq, "outbox.seq")?,
+                ticket_serial: self
+                    .ticket_serial
+                    .map(|s| u64_from(s, "outbox.ticket_serial"))
+                    .transpose()?,
+                code: self.code,
+                method: parse_method(&self.method)?,
+                direction: parse_direction(&self.direction)?,
+                decision: match self.decision.as_str() {
+                    "admit" => Decision::Admit,
+                    "reject" => Decision::Reject,
+                    other => return Err(corrupt("outbox.decision", other)),
+                },
+                reason: self
+                    .reason
+                    .map(|r| Reason::parse(&r).ok_or_else(|| corrupt("outbox.reason", r)))
+                    .transpose()?,
+                hlc: Hlc::from_u64(u64_from(self.hlc, "outbox.hlc")?),
+                scanned_at,
+                replica_cursor: u64_from(self.replica_cursor, "outbox.replica_cursor")?,
+                operator_override: self.operator_override,
+                undoes: self
+                    .undoes
+                    .map(|u| Uuid::parse_str(&u).map_err(|e| corrupt("outbox.undoes", e)))
+                    .transpose()?,
+            },
+            synced: self.synced != 0,
+        })
+    }
+}
+
+impl Replica {
+    /// Check-ins not yet acknowledged by the server, oldest first.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Checkin>> {
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE synced = 0 ORDER BY seq LIMIT ?1");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([limit as i64], row_to_outbox)?;
+        rows.map(|r| r?.into_row().map(|o| o.checkin)).collect()
+    }
+
+    /// Marks everything up to `through_seq` as on the server, and records per-check-in statuses.
+    pub fn acknowledge(&mut self, through_seq: u64, statuses: &[(Uuid, PushStatus)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached("UPDATE outbox SET synced = 1 WHERE seq <= ?1 AND synced = 0")?
+            .execute([i64_from(through_seq)])?;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE outbox SET server_status = ?2 WHERE id = ?1")?;
+            for (id, status) in statuses {
+                let s = match status {
+                    PushStatus::Stored => "stored",
+                    PushStatus::Duplicate => "duplicate",
+                    PushStatus::Invalid => "invalid",
+                };
+                stmt.execute(params![id.to_string(), s])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Check-ins waiting for the server.
+    pub fn outbox_depth(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM outbox WHERE synced = 0")?
+            .query_row([], |r| r.get(0))?;
+        u64_from(n, "count")
+    }
+
+    pub fn outbox_len(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM outbox")?
+            .query_row([], |r| r.get(0))?;
+        u64_from(n, "count")
+    }
+
+    pub fn checkin(&self, id: Uuid) -> Result<Option<OutboxRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1");
+        let raw = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id.to_string()], row_to_outbox)
+            .optional()?;
+        raw.map(RawRow::into_row).transpose()
+    }
+
+    /// The whole log, oldest first (for audits and tests).
+    pub fn all_checkins(&self) -> Result<Vec<OutboxRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM outbox ORDER BY seq");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], row_to_outbox)?;
+        rows.map(|r| r?.into_row()).collect()
+    }
+
+    /// Whether a check-in has already been undone.
+    pub fn is_undone(&self, id: Uuid) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM outbox WHERE undoes = ?1")?
+            .query_row([id.to_string()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}

@@ -1,0 +1,251 @@
+//! `gate-agent run`: the long-running kiosk process.
+//!
+//! Wires every input (keyboard-wedge scanner on stdin, the hardware sources when enabled, the
+//! operator screen) into one decision thread, prints each committed decision as a JSON line on
+//! stdout, serves the operator screen, and runs the sync loops in the background.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hardware::{Payload, Reading};
+use serde_json::json;
+use sync_protocol::wire::Direction;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::decide::{Gate, ScanRequest, Subject};
+use crate::handle::GateHandle;
+use crate::replica::Replica;
+use crate::sync::{SyncEngine, SyncStatus};
+use crate::ui::{self, UiState};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub data_dir: PathBuf,
+    /// Where the operator screen listens; `None` disables it.
+    pub ui_listen: Option<SocketAddr>,
+    /// Read a keyboard-wedge scanner (or a pipe) on stdin.
+    pub stdin: bool,
+    /// The same credential read again within this window is one scan (a badge held under the
+    /// camera, a double trigger on the scanner).
+    pub dedupe: Duration,
+    /// Direction for scanner input; `None` follows the gate's configuration.
+    pub direction: Option<Direction>,
+    /// Run the background sync.
+    pub sync: bool,
+}
+
+/// Suppresses repeats of the same credential within a window.
+#[derive(Debug)]
+pub struct Dedupe {
+    window: Duration,
+    seen: HashMap<Vec<u8>, Instant>,
+}
+
+impl Dedupe {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The identity of a reading: the text, or for BLE the version and serial (the slot and MAC
+    /// rotate, the badge does not).
+    fn key(p: &Payload) -> Vec<u8> {
+        match p {
+            Payload::Text(t) => {
+                let mut k = b"t".to_vec();
+                k.extend(t.trim().to_ascii_uppercase().bytes());
+                k
+            }
+            Payload::Ble { service_data, .. } => {
+                let mut k = b"b".to_vec();
+                k.extend(service_data.iter().take(9));
+                k
+            }
+        }
+    }
+
+    /// True when the reading is new (and remembers it).
+    pub fn admit(&mut self, p: &Payload, now: Instant) -> bool {
+        if self.seen.len() > 4_096 {
+            let w = self.window;
+            self.seen.retain(|_, t| now.duration_since(*t) < w);
+        }
+        let key = Self::key(p);
+        match self.seen.get(&key) {
+            Some(t) if now.duration_since(*t) < self.window => false,
+            _ => {
+                self.seen.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+/// Feeds readings from all sources into the decision thread.
+async fn intake(
+    mut rx: mpsc::Receiver<Reading>,
+    gate: GateHandle,
+    dedupe: Duration,
+    direction: Option<Direction>,
+) {
+    let mut dd = Dedupe::new(dedupe);
+    while let Some(reading) = rx.recv().await {
+        if !dd.admit(&reading.payload, Instant::now()) {
+            tracing::debug!(source = %reading.source, "repeat within the dedupe window ignored");
+            continue;
+        }
+        let subject = match reading.payload {
+            Payload::Text(t) => Subject::Text(t),
+            Payload::Ble { service_data, .. } => Subject::Ble(service_data),
+        };
+        let req = ScanRequest {
+            subject,
+            method: None,
+            direction,
+            operator_override: None,
+        };
+        if let Err(e) = gate.scan(req).await {
+            tracing::warn!(source = %reading.source, error = %e, "no decision");
+            let line = json!({"error": e.to_string(), "source": reading.source});
+            println!("{line}");
+        }
+    }
+}
+
+/// Prints every committed decision as one JSON line.
+async fn printer(gate: GateHandle, shutdown: CancellationToken) {
+    let mut rx = gate.subscribe();
+    let mut out = tokio::io::stdout();
+    loop {
+        let o = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = rx.recv() => r,
+        };
+        match o {
+            Ok(o) => {
+                let mut line = serde_json::to_vec(&o).unwrap_or_default();
+                line.push(b'\n');
+                if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "decision log lagged");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Folds the WAL back into the database every few seconds, off the decision path.
+async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let r = replica.clone();
+        let done = tokio::task::spawn_blocking(move || match r.lock() {
+            Ok(r) => r.checkpoint().map_err(|e| e.to_string()),
+            Err(_) => Err("replica lock poisoned".to_string()),
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
+pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let path = opts.data_dir.join("replica.db");
+    let gate = Gate::new(Replica::open(&path)?)?;
+    let enrollment = gate.enrollment().clone();
+    let kick = Arc::new(Notify::new());
+    let handle = GateHandle::spawn(gate, kick.clone())?;
+    let status = Arc::new(SyncStatus::default());
+    tracing::info!(gate_id = %enrollment.gate_id, server = %enrollment.server_url, "gate agent running");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(printer(handle.clone(), shutdown.clone()));
+
+    if opts.sync {
+        let engine = Arc::new(SyncEngine::new(Replica::open(&path)?)?.with_status(status.clone()));
+        tasks.spawn(engine.run(kick, shutdown.clone()));
+    }
+
+    let (tx, rx) = mpsc::channel::<Reading>(256);
+    tasks.spawn(intake(rx, handle.clone(), opts.dedupe, opts.direction));
+    if opts.stdin {
+        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        drop(hardware::spawn(
+            hardware::WedgeSource::new("wedge:stdin", stdin),
+            tx.clone(),
+        ));
+    }
+
+    // A side connection for the screen's status reads and for WAL checkpoints, which the
+    // decision connection never runs itself.
+    let side = Arc::new(Mutex::new(Replica::open(&path)?));
+    tasks.spawn(checkpointer(side.clone(), shutdown.clone()));
+
+    if let Some(addr) = opts.ui_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let state = UiState {
+            gate: handle.clone(),
+            replica: side.clone(),
+            sync: status.clone(),
+        };
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = ui::serve(listener, state, sd).await {
+                tracing::error!(error = %e, "operator screen stopped");
+            }
+        });
+    }
+    drop(tx);
+
+    shutdown.cancelled().await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_suppresses_repeats_within_the_window_only() {
+        let mut d = Dedupe::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        let a = Payload::Text("U1:ABC".into());
+        assert!(d.admit(&a, t0));
+        assert!(!d.admit(
+            &Payload::Text(" u1:abc ".into()),
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(d.admit(&Payload::Text("U1:ABD".into()), t0 + Duration::from_secs(1)));
+        assert!(d.admit(&a, t0 + Duration::from_secs(4)));
+        // BLE: a new slot of the same badge is the same badge.
+        let mut s1 = vec![1u8; 21];
+        let b1 = Payload::Ble {
+            service_data: s1.clone(),
+            rssi: -50,
+        };
+        s1[12] = 9;
+        let b2 = Payload::Ble {
+            service_data: s1,
+            rssi: -50,
+        };
+        assert!(d.admit(&b1, t0));
+        assert!(!d.admit(&b2, t0 + Duration::from_secs(2)));
+    }
+}

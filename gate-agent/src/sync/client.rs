@@ -1,0 +1,162 @@
+//! HTTP client of the sync protocol (DESIGN §4).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sync_protocol::wire::{
+    EnrollRequest, EnrollResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PullResponse, PushRequest,
+    PushResponse,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("server unreachable: {0}")]
+    Network(#[source] reqwest::Error),
+    #[error(
+        "the server no longer accepts this gate's credential (gate deactivated or re-enrolled)"
+    )]
+    Unauthorized,
+    #[error("server answered {status}: {detail}")]
+    Server { status: u16, detail: String },
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Replica(#[from] crate::replica::ReplicaError),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl SyncError {
+    /// Worth retrying later (the network or the server may come back).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Network(_) | SyncError::Task(_) => true,
+            SyncError::Server { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+/// Installs the process-wide TLS crypto provider (ring) once; reqwest is built without one so
+/// that the whole stack uses a single TLS implementation.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client bound to one server and, after enrollment, one gate credential.
+#[derive(Clone)]
+pub struct SyncClient {
+    http: reqwest::Client,
+    base: String,
+    credential: Option<String>,
+}
+
+impl SyncClient {
+    pub fn new(base: &str, credential: Option<String>) -> Result<Self, SyncError> {
+        install_tls_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("usher-gate-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SyncError::Network)?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            credential,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
+        if let Some(c) = &self.credential {
+            req = req.bearer_auth(c);
+        }
+        req
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, SyncError> {
+        let resp = req.send().await.map_err(SyncError::Network)?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(SyncError::Unauthorized);
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let detail = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("detail")
+                        .or_else(|| v.get("title"))
+                        .and_then(|d| d.as_str().map(str::to_string))
+                })
+                .unwrap_or(body);
+            return Err(SyncError::Server {
+                status: status.as_u16(),
+                detail,
+            });
+        }
+        resp.json::<T>().await.map_err(|e| {
+            if e.is_decode() {
+                SyncError::Protocol(e.to_string())
+            } else {
+                SyncError::Network(e)
+            }
+        })
+    }
+
+    pub async fn enroll(&self, code: &str, device_name: &str) -> Result<EnrollResponse, SyncError> {
+        let req = self
+            .request(reqwest::Method::POST, "/sync/v1/enroll")
+            .json(&EnrollRequest {
+                code: code.trim().to_string(),
+                device_name: device_name.to_string(),
+            });
+        match Self::send(req).await {
+            // For enrollment a 401/403 means the code, not a gate credential, was refused.
+            Err(SyncError::Unauthorized) => Err(SyncError::Server {
+                status: 401,
+                detail: "enrollment code refused (unknown, used or expired)".into(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Pulls changes after `after`. With `wait`, the server holds the request up to that many
+    /// seconds when nothing is new (long poll).
+    pub async fn pull(
+        &self,
+        after: u64,
+        limit: u32,
+        wait: Option<u32>,
+    ) -> Result<PullResponse, SyncError> {
+        let mut query = vec![("after", after.to_string()), ("limit", limit.to_string())];
+        if let Some(w) = wait {
+            query.push(("wait", w.to_string()));
+        }
+        let mut req = self
+            .request(reqwest::Method::GET, "/sync/v1/changes")
+            .query(&query);
+        if let Some(w) = wait {
+            req = req.timeout(Duration::from_secs(u64::from(w) + 15));
+        }
+        Self::send(req).await
+    }
+
+    pub async fn push(&self, body: &PushRequest) -> Result<PushResponse, SyncError> {
+        Self::send(
+            self.request(reqwest::Method::POST, "/sync/v1/checkins")
+                .json(body),
+        )
+        .await
+    }
+}

@@ -1,0 +1,236 @@
+//! The operator screen: a kiosk page served on the loopback interface.
+//!
+//! A local web page rather than a terminal UI: kiosks and tablets at venue gates run a
+//! full-screen browser anyway, a page can show a screen-filling green/red verdict with the
+//! attendee's name and attention note in large type, works with touch for undo/override/lookup,
+//! and needs no extra dependency (axum already serves the sync side). It also makes the screen
+//! testable over plain HTTP. The page listens to `/api/events` (server-sent events), so a badge
+//! read by the USB scanner, the camera or BLE appears on screen the moment it is decided.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use sync_protocol::wire::Direction;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::decide::{GateError, ScanRequest, Subject};
+use crate::handle::{GateHandle, HandleError};
+use crate::replica::Replica;
+use crate::status::status;
+use crate::sync::SyncStatus;
+
+#[derive(Clone)]
+pub struct UiState {
+    pub gate: GateHandle,
+    pub replica: Arc<Mutex<Replica>>,
+    pub sync: Arc<SyncStatus>,
+}
+
+struct ApiError(StatusCode, &'static str, String, Option<&'static str>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.1, "detail": self.2});
+        if let Some(field) = self.3 {
+            body["field"] = json!(field);
+        }
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<HandleError> for ApiError {
+    fn from(e: HandleError) -> Self {
+        let (status, code, field) = match &e {
+            HandleError::Gate(GateError::Deactivated) => {
+                (StatusCode::CONFLICT, "gate_deactivated", None)
+            }
+            HandleError::Gate(GateError::NoConfig) => (StatusCode::CONFLICT, "not_synced", None),
+            HandleError::Gate(GateError::UnknownCheckin(_)) => {
+                (StatusCode::NOT_FOUND, "unknown_checkin", Some("id"))
+            }
+            HandleError::Gate(GateError::CannotUndo(..)) => {
+                (StatusCode::CONFLICT, "cannot_undo", Some("id"))
+            }
+            HandleError::Gate(GateError::OverrideWithoutTicket) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "override_needs_ticket",
+                Some("serial"),
+            ),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "kiosk request failed");
+        }
+        ApiError(status, code, e.to_string(), field)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanBody {
+    credential: Option<String>,
+    serial: Option<u64>,
+    direction: Option<Direction>,
+    #[serde(rename = "override")]
+    operator_override: Option<String>,
+}
+
+async fn scan(
+    State(s): State<UiState>,
+    body: Result<Json<ScanBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) =
+        body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text(), None))?;
+    let subject = match (b.credential, b.serial) {
+        (Some(c), None) if !c.trim().is_empty() => Subject::Text(c),
+        (None, Some(serial)) => Subject::Serial(serial),
+        _ => {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_request",
+                "give exactly one of `credential` or `serial`".into(),
+                Some("credential"),
+            ));
+        }
+    };
+    let operator_override = b.operator_override.filter(|o| !o.trim().is_empty());
+    let outcome = s
+        .gate
+        .scan(ScanRequest {
+            subject,
+            method: None,
+            direction: b.direction,
+            operator_override,
+        })
+        .await?;
+    Ok(Json(outcome).into_response())
+}
+
+#[derive(Deserialize)]
+struct UndoBody {
+    id: Uuid,
+}
+
+async fn undo(
+    State(s): State<UiState>,
+    body: Result<Json<UndoBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.body_text(),
+            Some("id"),
+        )
+    })?;
+    Ok(Json(s.gate.undo(b.id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    q: String,
+}
+
+async fn lookup(
+    State(s): State<UiState>,
+    Query(q): Query<LookupQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(json!({"items": s.gate.lookup(q.q).await?})).into_response())
+}
+
+async fn get_status(State(s): State<UiState>) -> Result<Response, ApiError> {
+    let replica = s.replica.clone();
+    let st = tokio::task::spawn_blocking(move || {
+        let r = replica
+            .lock()
+            .map_err(|_| "replica lock poisoned".to_string())?;
+        status(&r).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            None,
+        )
+    })?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e, None))?;
+    let mut v = serde_json::to_value(&st).unwrap_or_default();
+    v["sync_error"] = json!(s.sync.last_error());
+    Ok(Json(v).into_response())
+}
+
+async fn events(State(s): State<UiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut rx = s.gate.subscribe();
+    let stream = async_stream_lite(move |tx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(o) => {
+                    let ev = Event::default()
+                        .event("decision")
+                        .json_data(&o)
+                        .unwrap_or_default();
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+/// A minimal generator-to-stream adapter over an mpsc channel (no extra dependency).
+fn async_stream_lite<T, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("ui/index.html"))
+}
+
+pub fn router(state: UiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/status", get(get_status))
+        .route("/api/scan", post(scan))
+        .route("/api/undo", post(undo))
+        .route("/api/lookup", get(lookup))
+        .route("/api/events", get(events))
+        .with_state(state)
+}
+
+/// Serves the kiosk page until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: UiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "operator screen listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
