@@ -139,12 +139,13 @@ async fn pipeline_survives_a_panicking_decoder() {
         }
     };
     let (tx, mut rx) = mpsc::channel(16);
-    let worker = tokio::spawn(run_decoder(
-        subscriber,
-        decoder,
-        PipelineConfig::default(),
-        tx,
-    ));
+    // A generous timeout: this test is about panics, and unwinding with RUST_BACKTRACE=1 on a
+    // loaded machine can take longer than the camera's default frame budget.
+    let config = PipelineConfig {
+        frame_timeout: Duration::from_secs(30),
+        ..PipelineConfig::default()
+    };
+    let worker = tokio::spawn(run_decoder(subscriber, decoder, config, tx));
 
     publisher.publish(tagged(1)).unwrap();
     wait_until("the panic to be caught", || {
