@@ -83,6 +83,42 @@ enum Command {
         /// Decide offline only; never contact the server.
         #[arg(long)]
         no_sync: bool,
+        /// Replay a recorded BLE advert log (JSON lines) through the presence filter.
+        #[arg(long, value_name = "FILE")]
+        ble_replay: Option<PathBuf>,
+        /// Read QR codes from this camera (/dev/videoN; needs the `camera` build feature).
+        #[arg(long, value_name = "INDEX")]
+        camera: Option<u32>,
+        /// Scan for BLE badges (needs the `ble` build feature).
+        #[arg(long)]
+        ble: bool,
+    },
+    /// Decode QR codes in image files and decide each (photos of tickets that failed to scan).
+    /// Prints one JSON line per file: {"file","decoded","decision","reason"}.
+    ScanImage {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum)]
+        direction: Option<Dir>,
+    },
+    /// Print the BLE advertisement an attendee's badge or phone sends for a ticket right now
+    /// (the attendee-side reference implementation of the BLE credential).
+    BleAdvert {
+        /// Ticket serial.
+        #[arg(long)]
+        ticket: u64,
+        /// The ticket's 32-byte BLE key, hex (as issued to the attendee's app).
+        #[arg(long, value_name = "HEX", conflicts_with = "event_secret")]
+        ble_key: Option<String>,
+        /// Or derive the key from the event's BLE secret, hex (organizer tools, demos).
+        #[arg(long, value_name = "HEX")]
+        event_secret: Option<String>,
+        /// Unix time to compute the slot for (default: now).
+        #[arg(long)]
+        at: Option<u64>,
+        /// 16-bit service UUID (default 0xFEAA).
+        #[arg(long, value_parser = parse_u16)]
+        service_uuid: Option<u16>,
     },
     /// Print this gate's state as JSON.
     Status,
@@ -159,6 +195,26 @@ fn main() -> ExitCode {
                 Err(e) => fail("scan", &e),
             }
         }
+        Command::ScanImage { files, direction } => {
+            init_tracing("warn");
+            match scan_images(&cli.data_dir, &files, direction) {
+                Ok(code) => code,
+                Err(e) => fail("scan-image", &e),
+            }
+        }
+        Command::BleAdvert {
+            ticket,
+            ble_key,
+            event_secret,
+            at,
+            service_uuid,
+        } => match ble_advert(ticket, ble_key, event_secret, at, service_uuid) {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("ble-advert", &e),
+        },
         Command::Status => {
             init_tracing("warn");
             let r = Replica::open(&replica_path(&cli.data_dir))
@@ -198,6 +254,9 @@ fn main() -> ExitCode {
             dedupe_ms,
             direction,
             no_sync,
+            ble_replay,
+            camera,
+            ble,
         } => {
             init_tracing("info");
             let opts = RunOptions {
@@ -207,6 +266,9 @@ fn main() -> ExitCode {
                 dedupe: Duration::from_millis(dedupe_ms),
                 direction: direction.map(Into::into),
                 sync: !no_sync,
+                ble_replay,
+                camera,
+                ble,
             };
             let r = runtime().and_then(|rt| {
                 rt.block_on(async {
@@ -318,4 +380,100 @@ async fn sync_once(dir: &Path) -> anyhow::Result<()> {
     let stats = engine.sync_once().await?;
     println!("{}", serde_json::to_string(&stats)?);
     Ok(())
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|e| format!("not a 16-bit number: {e}"))
+}
+
+fn scan_images(dir: &Path, files: &[PathBuf], direction: Option<Dir>) -> anyhow::Result<ExitCode> {
+    let path = replica_path(dir);
+    // Decoding needs no enrollment; deciding does.
+    let mut gate = if path.exists() {
+        let r = Replica::open(&path)?;
+        if r.enrollment()?.is_some() {
+            Some(Gate::new(r)?)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let mut all_good = true;
+    for file in files {
+        let decoded = hardware::decode_image_file(file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let (decision, reason) = match (&decoded, gate.as_mut()) {
+            (Some(text), Some(g)) => {
+                let o = g.scan(&ScanRequest {
+                    direction: direction.map(Into::into),
+                    method: Some(sync_protocol::wire::Method::Qr),
+                    ..ScanRequest::text(text.as_str())
+                })?;
+                (Some(o.decision), o.reason)
+            }
+            _ => (None, None),
+        };
+        all_good &= decoded.is_some() && decision != Some(Decision::Reject);
+        println!(
+            "{}",
+            json!({"file": file, "decoded": decoded, "decision": decision, "reason": reason})
+        );
+    }
+    Ok(if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn ble_advert(
+    serial: u64,
+    ble_key: Option<String>,
+    event_secret: Option<String>,
+    at: Option<u64>,
+    service_uuid: Option<u16>,
+) -> anyhow::Result<serde_json::Value> {
+    use sync_protocol::ble::{BleCredential, BleKey, DEFAULT_SERVICE_UUID, SLOT_SECONDS, slot_at};
+    let key = match (ble_key, event_secret) {
+        (Some(k), None) => {
+            let bytes = hex::decode(k.trim()).context("--ble-key is not hex")?;
+            let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                anyhow::anyhow!("--ble-key must be 32 bytes, got {}", b.len())
+            })?;
+            BleKey(arr)
+        }
+        (None, Some(secret)) => {
+            let bytes = hex::decode(secret.trim()).context("--event-secret is not hex")?;
+            BleKey::derive(&bytes, serial)
+        }
+        _ => anyhow::bail!("give --ble-key or --event-secret"),
+    };
+    let now = at.unwrap_or_else(|| gate_agent::decide::wall_ms() / 1000);
+    let slot = slot_at(now);
+    let payload = BleCredential::issue(&key, serial, slot).encode();
+    let uuid = service_uuid.unwrap_or(DEFAULT_SERVICE_UUID);
+    // A legacy advert: Flags (LE General Discoverable, BR/EDR not supported), then Service Data
+    // for the 16-bit UUID (little-endian) carrying the 21-byte credential: 28 of 31 bytes.
+    let mut advert = vec![0x02, 0x01, 0x06];
+    advert.push((1 + 2 + payload.len()) as u8);
+    advert.push(0x16);
+    advert.extend_from_slice(&uuid.to_le_bytes());
+    advert.extend_from_slice(&payload);
+    let slot_start = u64::from(slot) * SLOT_SECONDS;
+    Ok(json!({
+        "serial": serial,
+        "slot": slot,
+        "valid_from_unix": slot_start,
+        "valid_until_unix": slot_start + SLOT_SECONDS - 1,
+        "service_uuid": format!("0x{uuid:04X}"),
+        "service_data_hex": hex::encode(payload),
+        "advert_hex": hex::encode(&advert),
+        "advert_len": advert.len(),
+    }))
 }

@@ -37,6 +37,12 @@ pub struct RunOptions {
     pub direction: Option<Direction>,
     /// Run the background sync.
     pub sync: bool,
+    /// Replay a recorded BLE advert log (JSON lines) through the BLE presence filter.
+    pub ble_replay: Option<PathBuf>,
+    /// Camera index to read QR codes from (feature `camera`).
+    pub camera: Option<u32>,
+    /// Scan for BLE badges (feature `ble`).
+    pub ble: bool,
 }
 
 /// Suppresses repeats of the same credential within a window.
@@ -88,8 +94,9 @@ impl Dedupe {
     }
 }
 
-/// Feeds readings from all sources into the decision thread.
-async fn intake(
+/// Feeds readings from all sources into the decision thread, dropping repeats within the
+/// dedupe window. Returns when every source has stopped.
+pub async fn intake(
     mut rx: mpsc::Receiver<Reading>,
     gate: GateHandle,
     dedupe: Duration,
@@ -144,6 +151,44 @@ async fn printer(gate: GateHandle, shutdown: CancellationToken) {
     }
 }
 
+/// Starts the camera and BLE sources compiled into this build.
+#[allow(clippy::unused_async)]
+async fn start_devices(
+    opts: &RunOptions,
+    beacon: sync_protocol::wire::BeaconConfig,
+    tx: &mpsc::Sender<Reading>,
+) -> anyhow::Result<()> {
+    #[cfg(feature = "camera")]
+    if let Some(index) = opts.camera {
+        let camera = hardware::camera::NokhwaCamera::open(hardware::camera::CameraSettings {
+            index,
+            ..Default::default()
+        })?;
+        drop(hardware::spawn(
+            hardware::CameraSource::with_qr(camera, format!("camera:{index}")),
+            tx.clone(),
+        ));
+    }
+    #[cfg(not(feature = "camera"))]
+    if opts.camera.is_some() {
+        anyhow::bail!("this gate-agent was built without camera support (cargo feature `camera`)");
+    }
+    #[cfg(feature = "ble")]
+    if opts.ble {
+        let scanner = hardware::ble::BtleplugScanner::start(beacon.service_uuid).await?;
+        drop(hardware::spawn(
+            hardware::BleSource::new("ble", scanner, beacon),
+            tx.clone(),
+        ));
+    }
+    #[cfg(not(feature = "ble"))]
+    if opts.ble {
+        let _ = (beacon, tx);
+        anyhow::bail!("this gate-agent was built without Bluetooth support (cargo feature `ble`)");
+    }
+    Ok(())
+}
+
 /// Folds the WAL back into the database every few seconds, off the decision path.
 async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -183,6 +228,20 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
 
     let (tx, rx) = mpsc::channel::<Reading>(256);
     tasks.spawn(intake(rx, handle.clone(), opts.dedupe, opts.direction));
+    let beacon = {
+        let r = Replica::open(&path)?;
+        r.gate_config(enrollment.gate_id)?
+            .and_then(|c| c.beacon_config)
+            .unwrap_or_default()
+    };
+    if let Some(log) = &opts.ble_replay {
+        let replay = hardware::AdvertReplay::open(log, 1.0).await?;
+        drop(hardware::spawn(
+            hardware::BleSource::new("ble:replay", replay, beacon),
+            tx.clone(),
+        ));
+    }
+    start_devices(&opts, beacon, &tx).await?;
     if opts.stdin {
         let stdin = tokio::io::BufReader::new(tokio::io::stdin());
         drop(hardware::spawn(
