@@ -3,7 +3,7 @@
 //! ed25519 signature, replica lookups, and an outbox row committed with `synchronous=FULL`.
 //!
 //! Run with `cargo bench -p gate-agent --bench decision`. `BENCH_TICKETS` / `BENCH_SCANS`
-//! override the sizes.
+//! override the sizes, `BENCH_DIR` the directory of the replica.
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,12 @@ fn report(name: &str, mut lat: Vec<Duration>, wall: Duration) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tickets = env("BENCH_TICKETS", 100_000);
     let scans = env("BENCH_SCANS", 20_000).min(tickets);
-    let dir = tempfile::tempdir()?;
+    // BENCH_DIR puts the replica elsewhere (e.g. /dev/shm, to separate the CPU cost of a
+    // decision from the device's fsync latency).
+    let dir = match std::env::var_os("BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
     let path = dir.path().join("replica.db");
     let key = SigningKey::from_bytes(&[42u8; 32]);
     let gate_id = Uuid::now_v7();

@@ -55,10 +55,13 @@ CREATE TABLE presence (
 ) STRICT;
 
 -- The gate's append-only scan log. A row is written in the same transaction as the decision,
--- before the result is shown; `synced` flips only when the server has answered for it.
+-- before the result is shown. A decision commit must touch as few pages as possible (each page
+-- is WAL-written and fsynced before the verdict shows), so the log has no secondary indexes:
+-- rows are appended in seq order, `id` is a fresh UUIDv7 (unique by construction) that only
+-- rare operations (undo) look up, and what is pending is `seq > meta.acked_seq`.
 CREATE TABLE outbox (
     seq               INTEGER PRIMARY KEY,
-    id                TEXT NOT NULL UNIQUE,
+    id                TEXT NOT NULL,
     ticket_serial     INTEGER,
     code              TEXT,
     method            TEXT NOT NULL,
@@ -73,4 +76,3 @@ CREATE TABLE outbox (
     synced            INTEGER NOT NULL DEFAULT 0,
     server_status     TEXT
 ) STRICT;
-CREATE INDEX outbox_unsynced ON outbox (seq) WHERE synced = 0;

@@ -175,19 +175,33 @@ impl RawRow {
 }
 
 impl Replica {
+    /// The highest seq the server has acknowledged (everything up to it is on the server).
+    pub fn acked_seq(&self) -> Result<u64> {
+        Ok(super::read_meta(&self.conn, "acked_seq")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Check-ins not yet acknowledged by the server, oldest first.
     pub fn pending(&self, limit: usize) -> Result<Vec<Checkin>> {
-        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE synced = 0 ORDER BY seq LIMIT ?1");
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([limit as i64], row_to_outbox)?;
+        let rows = stmt.query_map(
+            params![i64_from(self.acked_seq()?), limit as i64],
+            row_to_outbox,
+        )?;
         rows.map(|r| r?.into_row().map(|o| o.checkin)).collect()
     }
 
     /// Marks everything up to `through_seq` as on the server, and records per-check-in statuses.
     pub fn acknowledge(&mut self, through_seq: u64, statuses: &[(Uuid, PushStatus)]) -> Result<()> {
+        let previous = self.acked_seq()?;
         let tx = self.conn.transaction()?;
-        tx.prepare_cached("UPDATE outbox SET synced = 1 WHERE seq <= ?1 AND synced = 0")?
-            .execute([i64_from(through_seq)])?;
+        if through_seq > previous {
+            tx.prepare_cached("UPDATE outbox SET synced = 1 WHERE seq > ?1 AND seq <= ?2")?
+                .execute([i64_from(previous), i64_from(through_seq)])?;
+            super::set_meta(&tx, "acked_seq", &through_seq.to_string())?;
+        }
         {
             let mut stmt =
                 tx.prepare_cached("UPDATE outbox SET server_status = ?2 WHERE id = ?1")?;
@@ -208,8 +222,8 @@ impl Replica {
     pub fn outbox_depth(&self) -> Result<u64> {
         let n: i64 = self
             .conn
-            .prepare_cached("SELECT count(*) FROM outbox WHERE synced = 0")?
-            .query_row([], |r| r.get(0))?;
+            .prepare_cached("SELECT count(*) FROM outbox WHERE seq > ?1")?
+            .query_row([i64_from(self.acked_seq()?)], |r| r.get(0))?;
         u64_from(n, "count")
     }
 
