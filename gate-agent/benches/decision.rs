@@ -178,7 +178,68 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lat.push(s.elapsed());
     }
     report("admit (typed short code)", lat, start.elapsed());
-    println!("outbox rows: {}", gate.replica().outbox_len()?);
+    drop(gate);
+
+    // Several inputs at once (camera, scanner, BLE, screen): the decision thread group-commits
+    // what is queued, so throughput is no longer one fsync per decision.
+    let concurrent_serials: Vec<u64> = (scans.min(tickets / 2) + 5_001..=tickets)
+        .take(20_000)
+        .collect();
+    let texts: Vec<String> = concurrent_serials
+        .iter()
+        .map(|&serial| {
+            TicketFields {
+                key_id: 1,
+                event_tag: 7,
+                serial,
+                valid_from: 1_700_000_000,
+                valid_until: 2_000_000_000,
+                scopes: 1,
+            }
+            .sign(&key)
+            .encode()
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    for inputs in [4usize, 16] {
+        let gate = Gate::new(Replica::open(&path)?)?;
+        let handle = gate_agent::handle::GateHandle::spawn(
+            gate,
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        )?;
+        let chunk: Vec<String> = texts
+            .iter()
+            .skip(if inputs == 4 { 0 } else { 10_000 })
+            .take(10_000)
+            .cloned()
+            .collect();
+        let (lat, wall) = rt.block_on(async {
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for part in chunk.chunks(chunk.len().div_ceil(inputs)) {
+                let part = part.to_vec();
+                let h = handle.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(part.len());
+                    for t in part {
+                        let s = Instant::now();
+                        let _ = h.scan(ScanRequest::text(t)).await;
+                        lat.push(s.elapsed());
+                    }
+                    lat
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap_or_default());
+            }
+            (all, start.elapsed())
+        });
+        report(&format!("admit, {inputs} inputs at once"), lat, wall);
+    }
+    println!("outbox rows: {}", Replica::open(&path)?.outbox_len()?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = checkpointer.join();
     Ok(())

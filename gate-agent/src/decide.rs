@@ -40,6 +40,8 @@ pub enum GateError {
     CannotUndo(Uuid, &'static str),
     #[error("an override needs a ticket: look the person up by name or code first")]
     OverrideWithoutTicket,
+    #[error("the decision could not be recorded (nothing was admitted): {0}")]
+    Commit(String),
 }
 
 /// What was presented.
@@ -308,9 +310,55 @@ impl Gate {
     /// Decides one credential and records it durably. Returns only after the outbox row is
     /// committed.
     pub fn scan(&mut self, req: &ScanRequest) -> Result<ScanOutcome, GateError> {
+        self.scan_batch(std::slice::from_ref(req))
+            .pop()
+            .unwrap_or(Err(GateError::NoConfig))
+    }
+
+    /// Decides several credentials in order and records them in **one** durable commit (group
+    /// commit): what several inputs presented at the same moment costs one fsync, not one each.
+    /// Each decision sees the ones before it (a ticket presented twice in a batch is admitted
+    /// once). Nothing is returned before the commit; if it fails, every decision fails.
+    pub fn scan_batch(&mut self, reqs: &[ScanRequest]) -> Vec<Result<ScanOutcome, GateError>> {
+        let prepared: Vec<Result<Prepared, GateError>> =
+            reqs.iter().map(|r| self.prepare(r)).collect();
+        let gate_id = self.enrollment.gate_id;
+        let cfg = match self.cache.as_ref().and_then(|c| c.config.clone()) {
+            Some(c) => c,
+            None => return reqs.iter().map(|_| Err(GateError::NoConfig)).collect(),
+        };
+        let committed = (|| -> Result<Vec<Result<ScanOutcome, GateError>>, GateError> {
+            let tx = self
+                .replica
+                .conn()
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(prepared.len());
+            for p in prepared {
+                out.push(match p {
+                    Ok(p) => Ok(record(&tx, p, gate_id, &cfg)?),
+                    Err(e) => Err(e),
+                });
+            }
+            tx.commit()?;
+            Ok(out)
+        })();
+        match committed {
+            Ok(out) => out,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "decision commit failed; nothing was recorded");
+                reqs.iter()
+                    .map(|_| Err(GateError::Commit(msg.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    /// Everything before the write lock: configuration, parse, signature, window, zone.
+    fn prepare(&mut self, req: &ScanRequest) -> Result<Prepared, GateError> {
         self.refresh()?;
         let cache = self.cache.as_ref().ok_or(GateError::NoConfig)?;
-        let cfg = cache.config.clone().ok_or(GateError::NoConfig)?;
+        let cfg = cache.config.as_ref().ok_or(GateError::NoConfig)?;
         if !cfg.is_active || self.replica.meta("wiped")?.is_some() {
             return Err(GateError::Deactivated);
         }
@@ -319,93 +367,15 @@ impl Gate {
             GateDirection::In | GateDirection::Both => Direction::In,
         });
         let now_ms = (self.clock)();
-        let resolved = self.resolve(req, direction, &cfg, &cache.keys, now_ms)?;
+        let resolved = self.resolve(req, direction, cfg, &cache.keys, now_ms)?;
         if req.operator_override.is_some() && resolved.serial.is_none() {
             return Err(GateError::OverrideWithoutTicket);
         }
-        let gate_id = self.enrollment.gate_id;
-
-        let tx = self
-            .replica
-            .conn()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut verdict = resolved.verdict;
-        if let (Ok(()), Some(serial), Direction::In) = (verdict, resolved.serial, direction) {
-            let revoked: Option<i64> = tx
-                .prepare_cached("SELECT change_seq FROM revocations WHERE serial = ?1")?
-                .query_row([i64_from(serial)], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
-            let row_revoked = resolved.row.as_ref().is_some_and(|r| r.status == "revoked");
-            if revoked.is_some() || row_revoked {
-                verdict = Err(Reason::Revoked);
-            } else if !cfg.allow_multiple_checkins {
-                let p = replica::presence(&tx, serial)?;
-                let used = if cfg.allow_reentry {
-                    p.inside
-                } else {
-                    p.inside || p.entries > 0
-                };
-                if used {
-                    verdict = Err(Reason::AlreadyInside);
-                }
-            }
-        }
-        let (decision, reason, operator_override) = match (verdict, &req.operator_override) {
-            (Ok(()), _) => (Decision::Admit, None, None),
-            (Err(r), Some(why)) => (Decision::Admit, Some(r), Some(why.clone())),
-            (Err(r), None) => (Decision::Reject, Some(r), None),
-        };
-
-        let (seq, last) = replica::outbox::next_seq_and_clock(&tx)?;
-        let hlc = HlcClock::resume(last).now(now_ms);
-        let replica_cursor = replica::read_meta(&tx, "replica_cursor")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let scanned_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let checkin = Checkin {
-            id: Uuid::now_v7(),
-            seq,
-            ticket_serial: resolved.serial,
-            code: if resolved.serial.is_some() {
-                None
-            } else {
-                resolved.code.clone()
-            },
-            method: resolved.method,
+        Ok(Prepared {
+            resolved,
             direction,
-            decision,
-            reason,
-            hlc,
-            scanned_at,
-            replica_cursor,
-            operator_override: operator_override.clone(),
-            undoes: None,
-        };
-        replica::outbox::insert(&tx, &checkin)?;
-        if let (Decision::Admit, Some(serial)) = (decision, resolved.serial) {
-            move_presence(&tx, serial, direction, gate_id, checkin.id, hlc, 1)?;
-        }
-        tx.commit()?;
-
-        Ok(ScanOutcome {
-            id: checkin.id,
-            seq,
-            decision,
-            reason,
-            ticket_serial: resolved.serial,
-            name: resolved.row.as_ref().and_then(|r| r.display_name.clone()),
-            attention: resolved.row.as_ref().and_then(|r| r.attention.clone()),
-            direction,
-            method: checkin.method,
-            hlc,
-            scanned_at,
-            operator_override,
-            undoes: None,
+            now_ms,
+            operator_override: req.operator_override.clone(),
         })
     }
 
@@ -489,6 +459,105 @@ impl Gate {
             undoes: Some(id),
         })
     }
+}
+
+/// A request resolved against the replica, waiting for the write lock.
+struct Prepared {
+    resolved: Resolved,
+    direction: Direction,
+    now_ms: u64,
+    operator_override: Option<String>,
+}
+
+/// Under the write lock: revocation and presence, then the outbox row and the presence update.
+fn record(
+    tx: &rusqlite::Connection,
+    p: Prepared,
+    gate_id: Uuid,
+    cfg: &GateConfig,
+) -> Result<ScanOutcome, GateError> {
+    let Prepared {
+        resolved,
+        direction,
+        now_ms,
+        operator_override: asked_override,
+    } = p;
+    let mut verdict = resolved.verdict;
+    if let (Ok(()), Some(serial), Direction::In) = (verdict, resolved.serial, direction) {
+        let revoked: Option<i64> = tx
+            .prepare_cached("SELECT change_seq FROM revocations WHERE serial = ?1")?
+            .query_row([i64_from(serial)], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let row_revoked = resolved.row.as_ref().is_some_and(|r| r.status == "revoked");
+        if revoked.is_some() || row_revoked {
+            verdict = Err(Reason::Revoked);
+        } else if !cfg.allow_multiple_checkins {
+            let p = replica::presence(tx, serial)?;
+            let used = if cfg.allow_reentry {
+                p.inside
+            } else {
+                p.inside || p.entries > 0
+            };
+            if used {
+                verdict = Err(Reason::AlreadyInside);
+            }
+        }
+    }
+    let (decision, reason, operator_override) = match (verdict, asked_override) {
+        (Ok(()), _) => (Decision::Admit, None, None),
+        (Err(r), Some(why)) => (Decision::Admit, Some(r), Some(why)),
+        (Err(r), None) => (Decision::Reject, Some(r), None),
+    };
+
+    let (seq, last) = replica::outbox::next_seq_and_clock(tx)?;
+    let hlc = HlcClock::resume(last).now(now_ms);
+    let replica_cursor = replica::read_meta(tx, "replica_cursor")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let scanned_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let checkin = Checkin {
+        id: Uuid::now_v7(),
+        seq,
+        ticket_serial: resolved.serial,
+        code: if resolved.serial.is_some() {
+            None
+        } else {
+            resolved.code.clone()
+        },
+        method: resolved.method,
+        direction,
+        decision,
+        reason,
+        hlc,
+        scanned_at,
+        replica_cursor,
+        operator_override: operator_override.clone(),
+        undoes: None,
+    };
+    replica::outbox::insert(tx, &checkin)?;
+    if let (Decision::Admit, Some(serial)) = (decision, resolved.serial) {
+        move_presence(tx, serial, direction, gate_id, checkin.id, hlc, 1)?;
+    }
+    Ok(ScanOutcome {
+        id: checkin.id,
+        seq,
+        decision,
+        reason,
+        ticket_serial: resolved.serial,
+        name: resolved.row.as_ref().and_then(|r| r.display_name.clone()),
+        attention: resolved.row.as_ref().and_then(|r| r.attention.clone()),
+        direction,
+        method: checkin.method,
+        hlc,
+        scanned_at,
+        operator_override,
+        undoes: None,
+    })
 }
 
 /// Records a movement in the local presence view. `entry_delta` is +1 for a scan, -1 when an

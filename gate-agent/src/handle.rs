@@ -13,6 +13,9 @@ use uuid::Uuid;
 use crate::decide::{Gate, GateError, ScanOutcome, ScanRequest};
 use crate::replica::TicketRow;
 
+/// Most scans decided in one commit.
+const MAX_BATCH: usize = 64;
+
 /// A lookup hit with its presence.
 #[derive(Debug, Clone, Serialize)]
 pub struct LookupHit {
@@ -51,15 +54,32 @@ impl GateHandle {
         std::thread::Builder::new()
             .name("decisions".into())
             .spawn(move || {
-                while let Some(cmd) = rx.blocking_recv() {
+                let mut next: Option<Command> = None;
+                while let Some(cmd) = next.take().or_else(|| rx.blocking_recv()) {
                     match cmd {
                         Command::Scan(req, reply) => {
-                            let r = gate.scan(&req);
-                            if let Ok(o) = &r {
-                                let _ = out.send(o.clone());
-                                kick.notify_one();
+                            // Group commit: scans already queued behind this one (several
+                            // inputs at once) share its durable commit.
+                            let mut batch = vec![(req, reply)];
+                            while batch.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(Command::Scan(req, reply)) => batch.push((req, reply)),
+                                    Ok(other) => {
+                                        next = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
                             }
-                            let _ = reply.send(r);
+                            let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                            let results = gate.scan_batch(&reqs);
+                            for (r, reply) in results.into_iter().zip(replies) {
+                                if let Ok(o) = &r {
+                                    let _ = out.send(o.clone());
+                                }
+                                let _ = reply.send(r);
+                            }
+                            kick.notify_one();
                         }
                         Command::Undo(id, reply) => {
                             let r = gate.undo(id);

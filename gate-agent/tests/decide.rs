@@ -366,3 +366,43 @@ fn clocks_only_move_forward_and_stamps_follow_server_time() {
     let parsed = SignedTicket::decode(&f.ticket(2).encode()).unwrap();
     assert_eq!(parsed.fields.serial, 2);
 }
+
+#[test]
+fn a_batch_is_one_commit_in_which_each_decision_sees_the_previous_ones() {
+    let f = fixture(3, |_| {});
+    let mut g = gate(&f);
+    let t1 = f.ticket(1).encode();
+    let results = g.scan_batch(&[
+        ScanRequest::text(&t1),
+        ScanRequest::text("garbage"),
+        ScanRequest::text(&t1),
+        ScanRequest::text(f.ticket(2).encode()),
+    ]);
+    let got: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let o = r.as_ref().unwrap();
+            (o.seq, o.decision, o.reason)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Decision::Admit, None),
+            (2, Decision::Reject, Some(Reason::Malformed)),
+            (3, Decision::Reject, Some(Reason::AlreadyInside)),
+            (4, Decision::Admit, None),
+        ]
+    );
+    // An error for one request (override without a ticket) does not sink the others.
+    let results = g.scan_batch(&[
+        ScanRequest {
+            operator_override: Some("x".into()),
+            ..ScanRequest::text("garbage")
+        },
+        ScanRequest::text(f.ticket(3).encode()),
+    ]);
+    assert!(matches!(results[0], Err(GateError::OverrideWithoutTicket)));
+    assert_eq!(results[1].as_ref().unwrap().decision, Decision::Admit);
+    assert_eq!(Replica::open(&f.path()).unwrap().outbox_len().unwrap(), 5);
+}
