@@ -483,6 +483,14 @@ pub struct EnrollResponse {
     pub credential: String,
     #[serde(default)]
     pub server_time: Hlc,
+    /// Where this gate's check-in sequence continues (a replacement device for a gate picks up
+    /// after the last seq the server holds for it).
+    #[serde(default = "one")]
+    pub next_seq: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// `GET /sync/v1/capabilities`.

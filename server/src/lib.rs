@@ -1,0 +1,202 @@
+//! Usher's server: the organizer API and (next) the sync endpoints gates talk to.
+//!
+//! Start it with [`build`] then [`App::run_until_stopped`]; tests bind port 0 and read
+//! [`App::port`]. Storage is PostgreSQL when `DATABASE_URL` is set, else an embedded SQLite file.
+//!
+//! # Layout
+//! - [`settings`]: flags/env ([`Settings`]), secrets masked.
+//! - [`store`]: the [`store::Db`] handle over both backends, migrations, one module per table
+//!   group, and [`store::changes`], the replication change log every gate-visible write appends to.
+//! - [`routes`]: axum handlers of `/api/v1`, health, metrics, OpenAPI.
+//! - [`tickets`]: event key material, signed credentials, short codes, QR rendering.
+//! - [`import`]: the streaming CSV participant parser.
+//! - [`auth`], [`jwt`], [`crypto`]: passwords, bearer tokens, the master key and sealing.
+//! - [`error`], [`extract`]: problem+json errors and extractors that produce them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderName;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub mod auth;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod import;
+pub mod jwt;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tickets;
+pub mod users;
+
+pub use settings::Settings;
+pub use state::AppState;
+pub use store::Db;
+
+/// A built server: database migrated, admin bootstrapped, listener bound.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+    /// The one-time password of the admin created on this start, if any (also printed).
+    pub initial_admin_password: Option<String>,
+}
+
+/// Connects the database (running migrations), loads or creates the master key, creates the
+/// first admin when there are no users, and binds the listener.
+pub async fn build(settings: Settings) -> anyhow::Result<App> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let master = crypto::MasterKey::load(&settings)?;
+    let db = Db::connect(&settings).await?;
+    let initial_admin_password = users::bootstrap_admin(&db, &settings.admin_email).await?;
+    if let Some(password) = &initial_admin_password {
+        // Deliberately stdout and not the log: the password must not end up in log storage.
+        println!(
+            "\nCreated the first admin account.\n  e-mail:   {}\n  password: {password}\n\
+             This password is shown only once; store it now.\n",
+            settings.admin_email
+        );
+    }
+    let state = AppState::new(db, master);
+    let router = app_router(state.clone());
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    Ok(App {
+        listener,
+        router,
+        state,
+        initial_admin_password,
+    })
+}
+
+/// The router with its middleware: request ids, tracing spans named by route template,
+/// metrics.
+pub fn app_router(state: AppState) -> axum::Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, metrics::track))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(
+                    x_request_id.clone(),
+                    MakeRequestUuid,
+                ))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("unmatched");
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "http",
+                        method = %req.method(),
+                        route,
+                        request_id,
+                    )
+                }))
+                .layer(PropagateRequestIdLayer::new(x_request_id)),
+        )
+}
+
+impl App {
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let db = self.state.db.clone();
+        tracing::info!(addr = %self.listener.local_addr()?, "listening");
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server error")?;
+        tokio::time::timeout(Duration::from_secs(5), db.close())
+            .await
+            .ok();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// `server admin create`: creates a user from a script.
+pub async fn admin_create(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+    role: auth::Role,
+) -> anyhow::Result<()> {
+    let db = Db::connect(settings).await?;
+    users::create(&db, &auth::Actor::system(), email, password, role)
+        .await
+        .map_err(|e| match e {
+            error::ApiError::Validation { detail, .. } => anyhow::anyhow!(detail),
+            other => anyhow::anyhow!(other.to_string()),
+        })?;
+    db.close().await;
+    Ok(())
+}

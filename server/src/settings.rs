@@ -1,0 +1,146 @@
+//! Typed configuration: command-line flags, each backed by an environment variable (DESIGN §6a).
+//!
+//! Secrets are wrapped in [`Secret`] so that `Debug` and the start-up banner never print them;
+//! the password inside `DATABASE_URL` is masked the same way.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A value that must never reach a log line. `Debug`/`Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The secret itself; call sites are easy to grep for.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret<String> {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Server settings. Every flag has an environment variable, so containers need no arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "USHER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded SQLite database and the generated master key.
+    #[arg(long, env = "USHER_DATA_DIR", default_value = "./usher-data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://user:password@host/db` to use PostgreSQL; unset = SQLite file in the data
+    /// directory. `sqlite://path` is accepted too.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret<String>>,
+
+    /// 32-byte master key (hex or base64) that seals event secrets and signs sessions. Unset =
+    /// generated once into `<data dir>/master.key`. Several server processes sharing one
+    /// PostgreSQL need the same key.
+    #[arg(long, env = "USHER_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<Secret<String>>,
+
+    /// E-mail of the admin created on first start (when there are no users yet).
+    #[arg(long, env = "USHER_ADMIN_EMAIL", default_value = "admin@localhost")]
+    pub admin_email: String,
+
+    /// Largest database pool.
+    #[arg(long, env = "USHER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl Settings {
+    /// Settings for tests: port 0 on loopback, the given data directory and database.
+    pub fn for_test(data_dir: PathBuf, database_url: Option<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            database_url: database_url.map(Secret::new),
+            master_key: None,
+            admin_email: "admin@localhost".into(),
+            db_max_connections: 8,
+        }
+    }
+
+    /// The configuration as one printable line per setting, secrets masked.
+    pub fn describe(&self) -> String {
+        let db = match &self.database_url {
+            Some(url) => mask_url_password(url.expose()),
+            None => format!("sqlite {}", self.data_dir.join("usher.db").display()),
+        };
+        let master = if self.master_key.is_some() {
+            "from USHER_MASTER_KEY ([redacted])".to_owned()
+        } else {
+            format!("{}", self.data_dir.join("master.key").display())
+        };
+        format!(
+            "listen      {}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}",
+            self.listen,
+            self.data_dir.display(),
+            self.admin_email
+        )
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:****@host/db`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:****{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            mask_url_password("postgres://usher:s3cr:et@db:5432/usher?sslmode=require"),
+            "postgres://usher:****@db:5432/usher?sslmode=require"
+        );
+        assert_eq!(
+            mask_url_password("postgres://usher@db/usher"),
+            "postgres://usher@db/usher"
+        );
+        assert_eq!(mask_url_password("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let mut s = Settings::for_test("/tmp/x".into(), Some("postgres://a:hunter2@h/d".into()));
+        s.master_key = Some(Secret::new("00".repeat(32)));
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!s.describe().contains("hunter2"));
+        assert!(!dbg.contains(&"00".repeat(32)));
+    }
+}

@@ -1,0 +1,247 @@
+//! The replication change log gates pull (DESIGN §4).
+//!
+//! One row per entity `(event_id, kind, entity_key)` holding its latest state: an update takes a
+//! new `change_seq` and replaces the row, so a bootstrap from cursor 0 reads each entity once and
+//! tombstones (`deleted`) stay until compaction.
+//!
+//! ## Why a reader never skips a row
+//! Sequence numbers come from `change_counters`, one row per event, bumped with
+//! `… SET last_seq = last_seq + n RETURNING last_seq` by [`append`], which every writer calls as
+//! the **last step before COMMIT**. The row lock taken by that update is held until the
+//! transaction ends, so a second writer of the same event waits there until the first commits
+//! and then gets the next numbers: per event, sequence order equals commit order. A reader
+//! polling `change_seq > cursor` therefore never sees seq N+1 before N is visible (a plain
+//! sequence would hand out N to a transaction that commits after N+1). On SQLite writers are
+//! serialised by `BEGIN IMMEDIATE` anyway.
+
+use std::collections::HashMap;
+
+use sqlx::FromRow;
+use sync_protocol::wire::{Change, ChangeData};
+use uuid::Uuid;
+
+use super::{Db, Tx, db_run, tx_run};
+
+/// Kind name and entity key of a change (the primary key within an event).
+pub fn entity_of(data: &ChangeData) -> (&'static str, String) {
+    match data {
+        ChangeData::Ticket(t) => ("ticket", t.serial.to_string()),
+        ChangeData::Revocation(r) => ("revocation", r.serial.to_string()),
+        ChangeData::SigningKey(k) => ("signing_key", k.key_id.to_string()),
+        ChangeData::GateConfig(g) => ("gate_config", g.gate_id.to_string()),
+        ChangeData::Presence(p) => ("presence", p.serial.to_string()),
+    }
+}
+
+fn payload_json(data: &ChangeData) -> Result<String, serde_json::Error> {
+    match data {
+        ChangeData::Ticket(t) => serde_json::to_string(t),
+        ChangeData::Revocation(r) => serde_json::to_string(r),
+        ChangeData::SigningKey(k) => serde_json::to_string(k),
+        ChangeData::GateConfig(g) => serde_json::to_string(g),
+        ChangeData::Presence(p) => serde_json::to_string(p),
+    }
+}
+
+/// Appends changes for one event and returns the last `change_seq` assigned (or `None` when
+/// `changes` is empty). Call it as the **last** statement of the writing transaction, right
+/// before commit: it takes the per-event counter lock that orders commits (see the module docs).
+/// Several changes to the same entity in one call collapse to the last one.
+pub async fn append(
+    tx: &mut Tx,
+    event_id: Uuid,
+    changes: &[(ChangeData, bool)],
+) -> anyhow::Result<Option<u64>> {
+    // Deduplicate by entity, keeping the last state (one statement may not touch a row twice).
+    let mut index: HashMap<(&'static str, String), usize> = HashMap::with_capacity(changes.len());
+    let mut rows: Vec<(&'static str, String, bool, String)> = Vec::with_capacity(changes.len());
+    for (data, deleted) in changes {
+        let (kind, key) = entity_of(data);
+        let json = payload_json(data)?;
+        match index.get(&(kind, key.clone())) {
+            Some(&i) => rows[i] = (kind, key, *deleted, json),
+            None => {
+                index.insert((kind, key.clone()), rows.len());
+                rows.push((kind, key, *deleted, json));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let n = i64::try_from(rows.len())?;
+    let last: i64 = tx_run!(tx, c => {
+        sqlx::query_scalar(
+            "INSERT INTO change_counters (event_id, last_seq) VALUES ($1, $2)
+             ON CONFLICT (event_id) DO UPDATE SET last_seq = change_counters.last_seq + $2
+             RETURNING last_seq",
+        )
+        .bind(event_id)
+        .bind(n)
+        .fetch_one(&mut *c)
+        .await?
+    });
+    let first = last - n + 1;
+    match tx {
+        Tx::Postgres(t) => {
+            let chunk_rows = super::pgcopy::COPY_CHUNK_ROWS;
+            for (chunk_no, chunk) in rows.chunks(chunk_rows).enumerate() {
+                let base = first + i64::try_from(chunk_no * chunk_rows)?;
+                let mut kinds = Vec::with_capacity(chunk.len());
+                let mut keys = Vec::with_capacity(chunk.len());
+                let mut seqs = Vec::with_capacity(chunk.len());
+                let mut deleted = Vec::with_capacity(chunk.len());
+                let mut data = Vec::with_capacity(chunk.len());
+                for (i, (kind, key, del, json)) in chunk.iter().enumerate() {
+                    kinds.push(*kind);
+                    keys.push(key.as_str());
+                    seqs.push(base + i64::try_from(i)?);
+                    deleted.push(*del);
+                    data.push(json.as_str());
+                }
+                // New entities (every ticket of an import) need no upsert, and COPY costs a
+                // fraction of `INSERT … ON CONFLICT DO UPDATE`: try it first for bulk chunks and
+                // fall back to the upsert when some entity already has a row.
+                if chunk.len() >= super::pgcopy::COPY_MIN_ROWS
+                    && copy_chunk(t, event_id, chunk, base).await?
+                {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO changes (event_id, kind, entity_key, change_seq, deleted, data)
+                     SELECT $1, u.kind, u.entity_key, u.change_seq, u.deleted, u.data
+                     FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::bool[], $6::text[])
+                          AS u(kind, entity_key, change_seq, deleted, data)
+                     ON CONFLICT (event_id, kind, entity_key) DO UPDATE
+                     SET change_seq = EXCLUDED.change_seq, deleted = EXCLUDED.deleted,
+                         data = EXCLUDED.data",
+                )
+                .bind(event_id)
+                .bind(&kinds)
+                .bind(&keys)
+                .bind(&seqs)
+                .bind(&deleted)
+                .bind(&data)
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+        Tx::Sqlite(t) => {
+            for (i, (kind, key, del, json)) in rows.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO changes (event_id, kind, entity_key, change_seq, deleted, data)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (event_id, kind, entity_key) DO UPDATE
+                     SET change_seq = excluded.change_seq, deleted = excluded.deleted,
+                         data = excluded.data",
+                )
+                .bind(event_id)
+                .bind(*kind)
+                .bind(key.as_str())
+                .bind(first + i64::try_from(i)?)
+                .bind(*del)
+                .bind(json.as_str())
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+    }
+    Ok(Some(u64::try_from(last)?))
+}
+
+/// COPYs a chunk (seqs from `base`) under a savepoint; `false` (rolled back) when some entity
+/// already had a row.
+async fn copy_chunk(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    event_id: Uuid,
+    chunk: &[(&'static str, String, bool, String)],
+    base: i64,
+) -> anyhow::Result<bool> {
+    sqlx::query("SAVEPOINT changes_chunk")
+        .execute(&mut **t)
+        .await?;
+    let mut copy = super::pgcopy::CopyRows::with_capacity(chunk.len() * 320);
+    for (i, (kind, key, del, json)) in chunk.iter().enumerate() {
+        copy.uuid(event_id)
+            .text(Some(kind))
+            .text(Some(key))
+            .int(Some(base + i64::try_from(i)?))
+            .boolean(*del)
+            .text(Some(json));
+        copy.end_row();
+    }
+    let result = super::pgcopy::copy_in(
+        t,
+        "COPY changes (event_id, kind, entity_key, change_seq, deleted, data) FROM STDIN",
+        &copy,
+    )
+    .await;
+    match result {
+        Ok(_) => {
+            sqlx::query("RELEASE SAVEPOINT changes_chunk")
+                .execute(&mut **t)
+                .await?;
+            Ok(true)
+        }
+        Err(e) if super::is_unique_violation(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT changes_chunk")
+                .execute(&mut **t)
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct ChangeRow {
+    change_seq: i64,
+    kind: String,
+    deleted: bool,
+    data: String,
+}
+
+/// Changes of an event with `change_seq > after`, oldest first (what `GET /sync/v1/changes`
+/// serves).
+pub async fn list_after(
+    db: &Db,
+    event_id: Uuid,
+    after: u64,
+    limit: u32,
+) -> anyhow::Result<Vec<Change>> {
+    let after = i64::try_from(after)?;
+    let rows: Vec<ChangeRow> = db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT change_seq, kind, deleted, data FROM changes
+             WHERE event_id = $1 AND change_seq > $2 ORDER BY change_seq LIMIT $3",
+        )
+        .bind(event_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await?
+    });
+    rows.into_iter()
+        .map(|r| {
+            let data: serde_json::Value = serde_json::from_str(&r.data)?;
+            let data: ChangeData =
+                serde_json::from_value(serde_json::json!({"kind": r.kind, "data": data}))?;
+            Ok(Change {
+                change_seq: u64::try_from(r.change_seq)?,
+                deleted: r.deleted,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// The last sequence number handed out for an event (0 when none).
+pub async fn head(db: &Db, event_id: Uuid) -> sqlx::Result<u64> {
+    let last: Option<i64> = db_run!(db, p => {
+        sqlx::query_scalar("SELECT last_seq FROM change_counters WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(p)
+            .await?
+    });
+    Ok(last.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}

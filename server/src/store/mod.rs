@@ -1,0 +1,251 @@
+//! Storage: PostgreSQL or an embedded SQLite file, behind one [`Db`] handle.
+//!
+//! Most queries are written once: [`db_run!`] and [`tx_run!`] expand the same block once per
+//! backend (vaultwarden's `db_run!` idea), so one SQL text with `$1` placeholders, runtime
+//! `query_as` and `#[derive(FromRow)]` rows serve both. That works because the two schemas keep
+//! identical column names and compatible types (see the migration headers): times are `i64`
+//! milliseconds, ids `Uuid` (PostgreSQL `UUID` / SQLite `BLOB`), JSON is text, and every integer
+//! is bound as `i64`. Where the SQL must differ (PostgreSQL `UNNEST` bulk inserts, `ILIKE`) the
+//! caller matches on the variant.
+//!
+//! Writing transactions on SQLite start with `BEGIN IMMEDIATE`: a deferred transaction that
+//! later wants to write can fail with `SQLITE_BUSY` instead of waiting.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::settings::Settings;
+
+pub mod audit;
+pub mod changes;
+pub mod events;
+pub mod gates;
+pub mod participants;
+pub mod pgcopy;
+pub mod tickets;
+pub mod users;
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-sqlite");
+
+/// A pool for one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// An open writing transaction. Dropping it without [`Tx::commit`] rolls back.
+#[derive(Debug)]
+pub enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (`&PgPool` or `&SqlitePool`).
+macro_rules! db_run {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use db_run;
+
+/// Runs `$body` with `$conn` bound to the transaction's connection (`&mut PgConnection` or
+/// `&mut SqliteConnection`); reborrow it as `&mut *$conn` for each query.
+macro_rules! tx_run {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use tx_run;
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => bail!(
+                "DATABASE_URL scheme {scheme:?} is not supported: use postgres://user:password@host/db \
+                 for PostgreSQL, or unset DATABASE_URL to use the embedded SQLite file in the data \
+                 directory"
+            ),
+        }
+    }
+}
+
+impl Db {
+    /// Connects (creating the SQLite file and data directory if missing) and runs migrations.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let url = settings.database_url.as_ref().map(|u| u.expose().clone());
+        let db = match url {
+            Some(url) if Backend::from_url(&url)? == Backend::Postgres => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.db_max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await
+                    .context(
+                        "cannot connect to PostgreSQL (is it running, and does DATABASE_URL name \
+                         an existing database?)",
+                    )?;
+                Db::Postgres(pool)
+            }
+            Some(url) => {
+                let options = SqliteConnectOptions::from_str(&url)?;
+                Self::open_sqlite(options, settings).await?
+            }
+            None => {
+                std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                    format!(
+                        "cannot create data directory {}",
+                        settings.data_dir.display()
+                    )
+                })?;
+                let path = settings.data_dir.join("usher.db");
+                Self::open_sqlite(SqliteConnectOptions::new().filename(path), settings).await?
+            }
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn open_sqlite(
+        options: SqliteConnectOptions,
+        settings: &Settings,
+    ) -> anyhow::Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.db_max_connections.clamp(1, 8))
+            .connect_with(options)
+            .await
+            .context("cannot open the SQLite database")?;
+        Ok(Db::Sqlite(pool))
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(p) => PG_MIGRATOR.run(p).await,
+            Db::Sqlite(p) => SQLITE_MIGRATOR.run(p).await,
+        }
+        .context("database migration failed")
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Postgres(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Starts a writing transaction.
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        Ok(match self {
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// `SELECT 1`, for `/readyz`.
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        db_run!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+    }
+
+    pub async fn close(&self) {
+        db_run!(self, p => p.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> sqlx::Result<()> {
+        match self {
+            Tx::Postgres(t) => t.commit().await,
+            Tx::Sqlite(t) => t.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        match self {
+            Tx::Postgres(t) => t.rollback().await,
+            Tx::Sqlite(t) => t.rollback().await,
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds → a date-time for the API edge (RFC 3339). Out-of-range values clamp to the epoch.
+pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A date-time from the API → milliseconds.
+pub fn time_to_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Is this error a unique-constraint violation (on either backend)?
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_schemes_are_rejected_with_advice() {
+        assert_eq!(
+            Backend::from_url("postgres://x/y").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://x/y").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        let err = Backend::from_url("mysql://x/y").unwrap_err().to_string();
+        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(err.contains("unset DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn times_round_trip_through_milliseconds() {
+        let ms = 1_796_083_200_123;
+        assert_eq!(time_to_ms(ms_to_time(ms)), ms);
+    }
+}

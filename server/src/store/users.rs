@@ -1,0 +1,65 @@
+//! Organizer accounts.
+
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::{Db, Tx, db_run, now_ms, tx_run};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+pub async fn count(db: &Db) -> sqlx::Result<i64> {
+    db_run!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(p).await)
+}
+
+pub async fn by_email(db: &Db, email: &str) -> sqlx::Result<Option<UserRow>> {
+    db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, email, password_hash, role, disabled, created_at FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(p)
+        .await
+    })
+}
+
+pub async fn list(db: &Db) -> sqlx::Result<Vec<UserRow>> {
+    db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, email, password_hash, role, disabled, created_at FROM users ORDER BY email",
+        )
+        .fetch_all(p)
+        .await
+    })
+}
+
+pub async fn insert(
+    tx: &mut Tx,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+    role: &str,
+) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, disabled, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(password_hash)
+        .bind(role)
+        .bind(false)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Integration tests of the organizer API: the real server over real HTTP, once on SQLite and
+//! once on PostgreSQL per test (see `helpers.rs`).
+
+// A test's fixture and assertions may panic: a failing expectation is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod auth;
+mod changes;
+mod events;
+mod gates;
+mod health;
+mod import;
+mod participants;
+mod tickets;
