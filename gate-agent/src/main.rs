@@ -362,6 +362,7 @@ async fn enroll(
         event_id: resp.event_id,
         credential: resp.credential,
     })?;
+    replica.set_seq_start(resp.next_seq)?;
     replica.observe_clock(resp.server_time, gate_agent::decide::wall_ms())?;
     drop(replica);
     let engine = SyncEngine::new(Replica::open(&path)?)?;

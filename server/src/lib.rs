@@ -10,6 +10,8 @@
 //! - [`routes`]: axum handlers of `/api/v1`, health, metrics, OpenAPI.
 //! - [`tickets`]: event key material, signed credentials, short codes, QR rendering.
 //! - [`import`]: the streaming CSV participant parser.
+//! - [`sync`]: what gates talk to (`/sync/v1`), the check-in merge, conflicts, live streams and
+//!   the online redeem.
 //! - [`auth`], [`jwt`], [`crypto`]: passwords, bearer tokens, the master key and sealing.
 //! - [`error`], [`extract`]: problem+json errors and extractors that produce them.
 
@@ -35,6 +37,7 @@ pub mod routes;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod tickets;
 pub mod users;

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub tickets_issued: AtomicU64,
     pub import_rows: AtomicU64,
     pub logins_failed: AtomicU64,
+    pub checkins_merged: AtomicU64,
 }
 
 impl Metrics {

@@ -228,6 +228,24 @@ impl Replica {
         Ok(())
     }
 
+    /// Where this device's check-in sequence starts: after `next_seq - 1`, as the server
+    /// answered at enrollment. Only applies while the outbox is empty (a device that already
+    /// logged scans keeps its own sequence).
+    pub fn set_seq_start(&mut self, next_seq: u64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let empty: bool =
+            tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM outbox)", [], |r| r.get(0))?;
+        if empty {
+            let floor = next_seq.saturating_sub(1).to_string();
+            set_meta(&tx, "seq_floor", &floor)?;
+            set_meta(&tx, "acked_seq", &floor)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn replica_cursor(&self) -> Result<u64> {
         Ok(self
             .meta("replica_cursor")?

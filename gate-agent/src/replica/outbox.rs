@@ -88,7 +88,14 @@ pub(crate) fn next_seq_and_clock(conn: &Connection) -> Result<(u64, Hlc)> {
         .optional()?;
     let (seq, local) = match last {
         Some((s, h)) => (u64_from(s, "outbox.seq")?, u64_from(h, "outbox.hlc")?),
-        None => (0, 0),
+        // A fresh device enrolled for a gate continues the gate's sequence where the server
+        // says it stands (meta `seq_floor`, from enrollment).
+        None => (
+            super::read_meta(conn, "seq_floor")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            0,
+        ),
     };
     let observed = super::read_meta(conn, "hlc")?
         .and_then(|v| v.parse::<u64>().ok())

@@ -171,6 +171,31 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/{event}/gates/{gate}/enrollments",
             post(gates::enroll),
+        )
+        .route("/events/{event}/redeem", post(crate::sync::redeem::redeem))
+        .route(
+            "/events/{event}/attendance",
+            get(crate::sync::organizer::attendance),
+        )
+        .route(
+            "/events/{event}/stream",
+            get(crate::sync::stream::event_stream),
+        )
+        .route(
+            "/events/{event}/checkins",
+            get(crate::sync::organizer::list_checkins),
+        )
+        .route(
+            "/events/{event}/conflicts",
+            get(crate::sync::organizer::list_conflicts),
+        )
+        .route(
+            "/events/{event}/conflicts/{id}/resolve",
+            post(crate::sync::organizer::resolve_conflict),
+        )
+        .route(
+            "/events/{event}/report",
+            get(crate::sync::organizer::report),
         );
 
     Router::new()
@@ -179,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::index))
         .route("/api/openapi.json", get(openapi))
+        .merge(crate::sync::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
@@ -239,12 +265,21 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "gate",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("gate credential from POST /sync/v1/enroll")
+                    .build(),
+            ),
+        );
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Usher organizer API", description = "Events, participants, tickets and gates (DESIGN §6). Errors are RFC 9457 problem+json."),
+    info(title = "Usher API", description = "Organizer API (DESIGN §6) and the gate sync protocol (DESIGN §4). Errors are RFC 9457 problem+json."),
     paths(
         healthz, readyz,
         auth::login, auth::me, auth::list_users, auth::create_user,
@@ -254,6 +289,11 @@ impl utoipa::Modify for BearerAuth {
         participants::ticket_png, participants::ticket_svg,
         import::import,
         gates::list, gates::create, gates::get, gates::update, gates::deactivate, gates::enroll,
+        crate::sync::capabilities, crate::sync::enroll::enroll, crate::sync::pull::changes,
+        crate::sync::push::push, crate::sync::stream::gate_stream, crate::sync::stream::event_stream,
+        crate::sync::redeem::redeem, crate::sync::organizer::attendance,
+        crate::sync::organizer::list_checkins, crate::sync::organizer::list_conflicts,
+        crate::sync::organizer::resolve_conflict, crate::sync::organizer::report,
     ),
     components(schemas(Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
@@ -263,6 +303,10 @@ impl utoipa::Modify for BearerAuth {
         (name = "participants", description = "Participants, tickets, CSV import"),
         (name = "gates", description = "Gates and enrollment codes"),
         (name = "ops", description = "Health"),
+        (name = "sync", description = "What gates talk to (DESIGN §4)"),
+        (name = "checkins", description = "Check-ins and the online redeem"),
+        (name = "conflicts", description = "Conflicts found by the merge"),
+        (name = "live", description = "Attendance, report, live stream"),
     )
 )]
 pub struct ApiDoc;

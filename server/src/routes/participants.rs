@@ -652,7 +652,9 @@ pub async fn erase(
     )
     .await?;
     store::changes::append(&mut tx, event_id, &changes).await?;
+    let staged = crate::sync::merge::after_revocations(&state, &mut tx, event_id, &changes).await?;
     tx.commit().await?;
+    state.notifier.committed(staged);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -765,7 +767,9 @@ pub async fn issue_ticket(
     )
     .await?;
     store::changes::append(&mut tx, event_id, &changes).await?;
+    let staged = crate::sync::merge::after_revocations(&state, &mut tx, event_id, &changes).await?;
     tx.commit().await?;
+    state.notifier.committed(staged);
     metrics::inc(&state.metrics.tickets_issued, 1);
     Ok((StatusCode::CREATED, Json(TicketOut::build(&ticket, &keys)?)))
 }
@@ -797,6 +801,7 @@ pub async fn revoke_ticket(
         .await?
         .ok_or(ApiError::NotFound("participant"))?;
     let ticket = p.ticket().ok_or(ApiError::NotFound("ticket"))?;
+    let mut staged = crate::sync::notify::Staged::default();
     if ticket.status == "valid" {
         let changes = revoke_in_tx(
             &state,
@@ -818,12 +823,38 @@ pub async fn revoke_ticket(
         )
         .await?;
         store::changes::append(&mut tx, event_id, &changes).await?;
+        staged = crate::sync::merge::after_revocations(&state, &mut tx, event_id, &changes).await?;
     }
     let ticket = store::tickets::get_tx(&mut tx, event_id, ticket.serial)
         .await?
         .ok_or(ApiError::NotFound("ticket"))?;
     tx.commit().await?;
+    state.notifier.committed(staged);
     Ok(Json(TicketOut::build(&ticket, &keys)?))
+}
+
+/// Revokes a ticket by serial inside the caller's transaction (conflict resolution): the
+/// revocation, the ticket change and the re-fold, as a revoke through the participant would.
+/// Returns what to publish after the commit.
+pub async fn revoke_serial(
+    state: &AppState,
+    tx: &mut Tx,
+    event_id: Uuid,
+    serial: i64,
+    reason: &str,
+) -> Result<crate::sync::notify::Staged, ApiError> {
+    let keys = event_keys(state, event_id).await?;
+    let ticket = store::tickets::get_tx(tx, event_id, serial)
+        .await?
+        .ok_or(ApiError::NotFound("ticket"))?;
+    if ticket.status != "valid" {
+        return Ok(crate::sync::notify::Staged::default());
+    }
+    let p = store::participants::get_tx(tx, event_id, ticket.participant_id).await?;
+    let (name, attention) = p.map(|p| (p.name, p.attention)).unwrap_or((None, None));
+    let changes = revoke_in_tx(state, tx, &keys, &ticket, name, attention, reason).await?;
+    store::changes::append(tx, event_id, &changes).await?;
+    Ok(crate::sync::merge::after_revocations(state, tx, event_id, &changes).await?)
 }
 
 async fn current_credential(

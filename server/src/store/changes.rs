@@ -146,6 +146,17 @@ pub async fn append(
             }
         }
     }
+    // Wake long-polling gates and SSE clients of every server process: a notification sent
+    // inside the transaction is delivered exactly when it commits (SQLite has one process; its
+    // notifier watches the counters instead, see `sync::notify`).
+    if let Tx::Postgres(t) = tx {
+        let payload = serde_json::json!({"type": "changes", "event_id": event_id, "head": last});
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::sync::notify::CHANNEL)
+            .bind(payload.to_string())
+            .execute(&mut **t)
+            .await?;
+    }
     Ok(Some(u64::try_from(last)?))
 }
 
@@ -241,6 +252,17 @@ pub async fn head(db: &Db, event_id: Uuid) -> sqlx::Result<u64> {
         sqlx::query_scalar("SELECT last_seq FROM change_counters WHERE event_id = $1")
             .bind(event_id)
             .fetch_optional(p)
+            .await?
+    });
+    Ok(last.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}
+
+/// [`head`] inside a transaction.
+pub async fn head_tx(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<u64> {
+    let last: Option<i64> = tx_run!(tx, c => {
+        sqlx::query_scalar("SELECT last_seq FROM change_counters WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *c)
             .await?
     });
     Ok(last.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))

@@ -13,4 +13,5 @@ mod gates;
 mod health;
 mod import;
 mod participants;
+mod sync;
 mod tickets;

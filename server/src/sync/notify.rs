@@ -1,0 +1,188 @@
+//! Live fan-out: what happened, to every subscriber of every server process.
+//!
+//! Writers stage [`Live`] items inside their transaction. On PostgreSQL they go out with
+//! `pg_notify` in that same transaction, so they are delivered exactly when (and only if) it
+//! commits, to the LISTEN connection of every server process on the database — several server
+//! replicas behind a load balancer all see every admission. Each process rebroadcasts what its
+//! listener receives to its local subscribers (SSE clients, long-polling gates). On SQLite there
+//! is a single process, so items are broadcast locally right after the commit.
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sync_protocol::wire::{ConflictKind, Direction};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::store::{Db, Tx};
+
+/// PostgreSQL channel name.
+pub const CHANNEL: &str = "usher_live";
+
+/// One live event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Live {
+    /// The change log of an event grew to `head`.
+    Changes { event_id: Uuid, head: u64 },
+    /// A check-in moved a ticket.
+    Admission {
+        event_id: Uuid,
+        ticket_serial: u64,
+        gate_id: Uuid,
+        checkin_id: Uuid,
+        direction: Direction,
+        inside: bool,
+    },
+    /// The merge found a conflict.
+    Conflict {
+        event_id: Uuid,
+        conflict_id: Uuid,
+        kind: ConflictKind,
+        ticket_serial: u64,
+    },
+}
+
+impl Live {
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            Live::Changes { event_id, .. }
+            | Live::Admission { event_id, .. }
+            | Live::Conflict { event_id, .. } => *event_id,
+        }
+    }
+}
+
+/// Items staged in a transaction; hand them back to [`Notifier::committed`] after the commit.
+#[must_use = "call Notifier::committed after the transaction commits"]
+#[derive(Debug, Default)]
+pub struct Staged(Vec<Live>);
+
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    tx: broadcast::Sender<Live>,
+    postgres: bool,
+}
+
+impl Notifier {
+    /// Creates the notifier; on PostgreSQL also starts the LISTEN task that feeds it.
+    pub fn start(db: &Db) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        let postgres = matches!(db, Db::Postgres(_));
+        match db {
+            Db::Postgres(pool) => {
+                let pool = pool.clone();
+                let out = tx.clone();
+                tokio::spawn(async move { listen(pool, out).await });
+            }
+            Db::Sqlite(pool) => {
+                let pool = pool.clone();
+                let out = tx.clone();
+                tokio::spawn(async move { watch_heads(pool, out).await });
+            }
+        }
+        Self { tx, postgres }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Live> {
+        self.tx.subscribe()
+    }
+
+    /// Stages items in the writing transaction (PostgreSQL: `pg_notify`, delivered at commit).
+    pub async fn stage(&self, tx: &mut Tx, items: Vec<Live>) -> anyhow::Result<Staged> {
+        if items.is_empty() {
+            return Ok(Staged::default());
+        }
+        if let Tx::Postgres(t) = tx {
+            let payloads = items
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()?;
+            sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+                .bind(CHANNEL)
+                .bind(payloads)
+                .execute(&mut **t)
+                .await?;
+            return Ok(Staged::default());
+        }
+        Ok(Staged(items))
+    }
+
+    /// Publishes locally what was staged (SQLite); PostgreSQL items arrive via the listener.
+    pub fn committed(&self, staged: Staged) {
+        if self.postgres {
+            return;
+        }
+        for item in staged.0 {
+            let _ = self.tx.send(item);
+        }
+    }
+}
+
+/// SQLite: one process, but many writers (every organizer route that touches what gates
+/// replicate). Rather than hooking each of them, watch the per-event change counters — a table of
+/// one row per event — ten times a second and announce every head that moved. Changes are only
+/// announced once committed, because only committed counters are visible here.
+async fn watch_heads(pool: sqlx::SqlitePool, out: broadcast::Sender<Live>) {
+    let mut heads: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    let mut first = true;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        let rows: Vec<(Uuid, i64)> =
+            match sqlx::query_as("SELECT event_id, last_seq FROM change_counters")
+                .fetch_all(&pool)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "change counter watch failed");
+                    continue;
+                }
+            };
+        for (event_id, head) in rows {
+            let prev = heads.insert(event_id, head);
+            if !first && prev != Some(head) {
+                let _ = out.send(Live::Changes {
+                    event_id,
+                    head: u64::try_from(head).unwrap_or(0),
+                });
+            }
+        }
+        first = false;
+    }
+}
+
+/// The LISTEN loop: reconnects after errors, never gives up.
+async fn listen(pool: sqlx::PgPool, out: broadcast::Sender<Live>) {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let result: Result<(), sqlx::Error> = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            tracing::debug!("listening for live events");
+            delay = std::time::Duration::from_millis(100);
+            loop {
+                let n = listener.recv().await?;
+                match serde_json::from_str::<Live>(n.payload()) {
+                    Ok(item) => {
+                        let _ = out.send(item);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "unreadable live notification"),
+                }
+            }
+        }
+        .await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, "live listener lost its connection");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,1248 @@
+//! The sync side over real HTTP: enrollment, pulls, pushes merged with the fold, conflicts,
+//! revocations, redeem, live streams — once on SQLite and once on PostgreSQL.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sync_protocol::Hlc;
+use uuid::Uuid;
+
+use crate::backend_tests;
+use crate::helpers::{Resp, TestApp};
+
+/// Unix ms now.
+fn now_ms() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+async fn exec(db: &server::Db, sql: &'static str) {
+    match db {
+        server::Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        server::Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+    }
+    .unwrap();
+}
+
+async fn count(db: &server::Db, sql: &'static str) -> i64 {
+    match db {
+        server::Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        server::Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+    }
+    .unwrap()
+}
+
+struct Gate {
+    id: String,
+    credential: String,
+    next_seq: u64,
+}
+
+/// An event whose ticket window covers now, with `n` participants holding tickets.
+async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let ev = app
+        .post(
+            Some(&app.admin),
+            "/api/v1/events",
+            json!({"name": "Live", "starts_at": fmt(now - time::Duration::hours(1)),
+                   "ends_at": fmt(now + time::Duration::hours(8)), "venue": "Hall"}),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    let id = ev["id"].as_str().unwrap().to_string();
+    let people: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("Person {i}"), "email": format!("p{i}@example.org")}))
+        .collect();
+    let created = app
+        .post(
+            Some(&app.staff),
+            &format!("/api/v1/events/{id}/participants"),
+            json!(people),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    let items = created
+        .as_array()
+        .cloned()
+        .or_else(|| created["items"].as_array().cloned())
+        .expect("created participants");
+    (id, items)
+}
+
+async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> Gate {
+    let g = app
+        .post(
+            Some(&app.admin),
+            &format!("/api/v1/events/{event}/gates"),
+            json!({"name": name, "direction": "both", "zone": zone, "allow_reentry": true}),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    let gid = g["id"].as_str().unwrap().to_string();
+    let code = app
+        .post_empty(
+            Some(&app.admin),
+            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
+        )
+        .await
+        .assert_status(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = app
+        .post(
+            None,
+            "/sync/v1/enroll",
+            json!({"code": code, "device_name": name}),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    assert_eq!(e["gate_id"], json!(gid));
+    assert_eq!(e["event_id"], json!(event));
+    Gate {
+        id: gid,
+        credential: e["credential"].as_str().unwrap().to_string(),
+        next_seq: e["next_seq"].as_u64().unwrap(),
+    }
+}
+
+fn serial(p: &Value) -> u64 {
+    p["ticket"]["serial"]
+        .as_u64()
+        .expect("participant has a ticket")
+}
+
+fn credential(p: &Value) -> String {
+    p["ticket"]["credential"].as_str().unwrap().to_string()
+}
+
+/// A check-in as a gate would push it.
+fn checkin(seq: u64, serial: u64, dir: &str, t_ms: u64, cursor: u64) -> Value {
+    json!({"id": Uuid::now_v7(), "seq": seq, "ticket_serial": serial, "code": null,
+           "method": "qr", "direction": dir, "decision": "admit", "reason": null,
+           "hlc": Hlc::new(t_ms, 0).to_string(), "scanned_at": "2026-11-25T10:00:00Z",
+           "replica_cursor": cursor, "operator_override": null})
+}
+
+async fn push(app: &TestApp, gate: &Gate, checkins: Vec<Value>) -> Resp {
+    app.send(
+        app.client
+            .post(app.url("/sync/v1/checkins"))
+            .bearer_auth(&gate.credential)
+            .json(&json!({"gate_id": gate.id, "checkins": checkins})),
+    )
+    .await
+}
+
+async fn pull(app: &TestApp, gate: &Gate, query: &str) -> Resp {
+    app.send(
+        app.client
+            .get(app.url(&format!("/sync/v1/changes?{query}")))
+            .bearer_auth(&gate.credential),
+    )
+    .await
+}
+
+async fn conflicts(app: &TestApp, event: &str, query: &str) -> Vec<Value> {
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/conflicts?{query}"),
+    )
+    .await
+    .assert_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn checkin_count(app: &TestApp, event: &str) -> usize {
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/checkins?limit=1000"),
+    )
+    .await
+    .assert_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+backend_tests!(
+    enrollment_codes_work_once_for_one_credential,
+    pulls_page_the_change_log_without_gaps_or_repeats,
+    long_polls_return_when_a_change_commits,
+    two_gates_admitting_one_ticket_in_any_interleaving_give_one_conflict,
+    every_row_of_the_merge_table,
+    revocations_late_known_and_while_inside,
+    malformed_checkins_are_acknowledged_as_invalid_without_blocking,
+    gate_credentials_are_bound_to_their_event,
+    concurrent_redeems_admit_a_ticket_exactly_once,
+    conflicts_are_filtered_and_resolved_with_an_audit_trail,
+    the_dashboard_stream_shows_admissions,
+    a_deactivated_gate_loses_access,
+    attendance_counts_per_gate_and_zone,
+);
+
+async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
+    let (event, _) = live_event(&app, 1).await;
+    let g = app
+        .post(
+            Some(&app.admin),
+            &format!("/api/v1/events/{event}/gates"),
+            json!({"name": "N"}),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    let gid = g["id"].as_str().unwrap();
+    let code = app
+        .post_empty(
+            Some(&app.admin),
+            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
+        )
+        .await
+        .assert_status(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.post(None, "/sync/v1/enroll", json!({"code": code}))
+        .await
+        .assert_problem(422, Some("device_name"));
+    app.post(
+        None,
+        "/sync/v1/enroll",
+        json!({"code": code, "device_name": "  "}),
+    )
+    .await
+    .assert_problem(422, Some("device_name"));
+    // Typed in lower case with the dash dropped: still the same code.
+    let typed = code.replace('-', "").to_lowercase();
+    let first = app
+        .post(
+            None,
+            "/sync/v1/enroll",
+            json!({"code": typed, "device_name": "kiosk-1"}),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    let cred = first["credential"].as_str().unwrap();
+    assert!(cred.starts_with("ugc_") && cred.len() > 40);
+    assert_eq!(first["next_seq"], 1);
+    assert!(
+        first["server_time"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    // One time only.
+    app.post(
+        None,
+        "/sync/v1/enroll",
+        json!({"code": code, "device_name": "kiosk-2"}),
+    )
+    .await
+    .assert_problem(401, None);
+    // The credential works; a made-up one does not.
+    let ok = app
+        .send(
+            app.client
+                .get(app.url("/sync/v1/changes"))
+                .bearer_auth(cred),
+        )
+        .await;
+    ok.assert_status(200);
+    app.send(
+        app.client
+            .get(app.url("/sync/v1/changes"))
+            .bearer_auth("ugc_nope"),
+    )
+    .await
+    .assert_problem(401, None);
+    app.get(None, "/sync/v1/changes")
+        .await
+        .assert_problem(401, None);
+    // An expired code is refused.
+    let code2 = app
+        .post(
+            Some(&app.admin),
+            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
+            json!({"ttl_seconds": 60}),
+        )
+        .await
+        .assert_status(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    exec(
+        &app.db,
+        "UPDATE enrollment_codes SET expires_at = 0 WHERE used_at IS NULL",
+    )
+    .await;
+    app.post(
+        None,
+        "/sync/v1/enroll",
+        json!({"code": code2, "device_name": "late"}),
+    )
+    .await
+    .assert_problem(401, None);
+    // A second device enrolled for the gate replaces the first and continues its sequence.
+    let gate = Gate {
+        id: gid.to_string(),
+        credential: cred.to_string(),
+        next_seq: 1,
+    };
+    push(
+        &app,
+        &gate,
+        vec![
+            checkin(1, 1, "in", now_ms(), 0),
+            checkin(2, 1, "out", now_ms() + 1, 0),
+        ],
+    )
+    .await
+    .assert_status(200);
+    let code3 = app
+        .post_empty(
+            Some(&app.admin),
+            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
+        )
+        .await
+        .assert_status(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = app
+        .post(
+            None,
+            "/sync/v1/enroll",
+            json!({"code": code3, "device_name": "kiosk-2"}),
+        )
+        .await
+        .assert_status(201)
+        .clone();
+    assert_eq!(second["next_seq"], 3);
+    app.send(
+        app.client
+            .get(app.url("/sync/v1/changes"))
+            .bearer_auth(cred),
+    )
+    .await
+    .assert_problem(401, None);
+    // Capabilities name the protocol versions; a foreign version is refused, naming them.
+    let caps = app
+        .get(None, "/sync/v1/capabilities")
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(caps["protocol_versions"], json!([1]));
+    let r = app
+        .send(
+            app.client
+                .get(app.url("/sync/v1/changes"))
+                .bearer_auth(second["credential"].as_str().unwrap())
+                .header("usher-protocol", "7"),
+        )
+        .await;
+    r.assert_problem(400, Some("usher-protocol"));
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("accepts 1"),
+        "{}",
+        r.body
+    );
+}
+
+async fn pulls_page_the_change_log_without_gaps_or_repeats(app: TestApp) {
+    let (event, people) = live_event(&app, 30).await;
+    let gate = new_gate(&app, &event, "North", None).await;
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = pull(&app, &gate, &format!("after={cursor}&limit=7")).await;
+        let body = r.assert_status(200).clone();
+        let changes = body["changes"].as_array().unwrap();
+        assert!(changes.len() <= 7);
+        for c in changes {
+            seen.push(c["change_seq"].as_u64().unwrap());
+            // Every change parses as the wire type.
+            let _: sync_protocol::wire::Change = serde_json::from_value(c.clone()).unwrap();
+        }
+        pages += 1;
+        cursor = body["next"].as_u64().unwrap();
+        if !body["more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert!(pages >= 5);
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no change twice");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending");
+    // 30 tickets, the signing key and the gate's configuration.
+    let all = app.changes(&event, 0).await;
+    assert_eq!(seen.len(), all.len());
+    assert!(all.len() >= 32);
+    let tickets: HashSet<u64> = all
+        .iter()
+        .filter_map(|c| match &c.data {
+            sync_protocol::wire::ChangeData::Ticket(t) => Some(t.serial),
+            _ => None,
+        })
+        .collect();
+    for p in &people {
+        assert!(tickets.contains(&serial(p)));
+    }
+    // Caught up: an empty page that keeps the cursor.
+    let body = pull(&app, &gate, &format!("after={cursor}"))
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(body["changes"], json!([]));
+    assert_eq!(body["next"], json!(cursor));
+    // Compressed on request.
+    // (reqwest decompresses and drops the header unless told not to.)
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap();
+    let raw = plain
+        .get(app.url("/sync/v1/changes?after=0"))
+        .bearer_auth(&gate.credential)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-encoding"], "gzip");
+    // Bad parameters name themselves.
+    pull(&app, &gate, "after=-1")
+        .await
+        .assert_problem(400, Some("after"));
+    // Another event's id is forbidden.
+    let (other, _) = live_event(&app, 1).await;
+    pull(&app, &gate, &format!("event={other}"))
+        .await
+        .assert_problem(403, None);
+    pull(&app, &gate, &format!("event={event}"))
+        .await
+        .assert_status(200);
+}
+
+async fn long_polls_return_when_a_change_commits(app: TestApp) {
+    let (event, _) = live_event(&app, 1).await;
+    let gate = new_gate(&app, &event, "North", None).await;
+    let head = pull(&app, &gate, "after=0&limit=10000")
+        .await
+        .assert_status(200)["next"]
+        .as_u64()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let query = format!("after={head}&wait=20");
+    let waiting = pull(&app, &gate, &query);
+    let writer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.create_participant(&event, json!({"name": "Late arrival"}))
+            .await
+    };
+    let (r, _) = tokio::join!(waiting, writer);
+    let body = r.assert_status(200).clone();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "long poll woke up"
+    );
+    assert!(!body["changes"].as_array().unwrap().is_empty());
+    // With nothing new, it waits (bounded) and returns empty.
+    let next = body["next"].as_u64().unwrap();
+    let t = std::time::Instant::now();
+    let body = pull(&app, &gate, &format!("after={next}&wait=1"))
+        .await
+        .assert_status(200)
+        .clone();
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert_eq!(body["changes"], json!([]));
+}
+
+async fn two_gates_admitting_one_ticket_in_any_interleaving_give_one_conflict(app: TestApp) {
+    let (event, people) = live_event(&app, 8).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    let b = new_gate(&app, &event, "B", None).await;
+    let t0 = now_ms();
+    let (mut sa, mut sb) = (a.next_seq, b.next_seq);
+    // Each scenario uses its own ticket; A's scan is the earlier one.
+    for (i, scenario) in ["ab", "ba", "a-a-b", "b-a-b-a", "concurrent", "batch-retry"]
+        .iter()
+        .enumerate()
+    {
+        let s = serial(&people[i]);
+        let ca = checkin(sa, s, "in", t0 + 10 * i as u64, 0);
+        let cb = checkin(sb, s, "in", t0 + 10 * i as u64 + 5, 0);
+        sa += 1;
+        sb += 1;
+        match *scenario {
+            "ab" => {
+                push(&app, &a, vec![ca.clone()]).await.assert_status(200);
+                push(&app, &b, vec![cb.clone()]).await.assert_status(200);
+            }
+            "ba" => {
+                push(&app, &b, vec![cb.clone()]).await.assert_status(200);
+                push(&app, &a, vec![ca.clone()]).await.assert_status(200);
+            }
+            "a-a-b" => {
+                push(&app, &a, vec![ca.clone()]).await.assert_status(200);
+                push(&app, &a, vec![ca.clone()]).await.assert_status(200);
+                push(&app, &b, vec![cb.clone()]).await.assert_status(200);
+            }
+            "b-a-b-a" => {
+                for _ in 0..2 {
+                    push(&app, &b, vec![cb.clone()]).await.assert_status(200);
+                    push(&app, &a, vec![ca.clone()]).await.assert_status(200);
+                }
+            }
+            "concurrent" => {
+                let (ra, rb) = tokio::join!(
+                    push(&app, &a, vec![ca.clone()]),
+                    push(&app, &b, vec![cb.clone()])
+                );
+                ra.assert_status(200);
+                rb.assert_status(200);
+            }
+            _ => {
+                // A duplicated batch, retried concurrently with the other gate.
+                let (r1, r2, r3) = tokio::join!(
+                    push(&app, &b, vec![cb.clone()]),
+                    push(&app, &a, vec![ca.clone()]),
+                    push(&app, &a, vec![ca.clone()])
+                );
+                for r in [r1, r2, r3] {
+                    r.assert_status(200);
+                }
+            }
+        }
+        let again = push(&app, &a, vec![ca.clone()])
+            .await
+            .assert_status(200)
+            .clone();
+        assert_eq!(again["results"][0]["status"], "duplicate", "{scenario}");
+        assert_eq!(again["results"][0]["outcome"], "inside", "{scenario}");
+        let found: Vec<Value> = conflicts(&app, &event, "kind=duplicate_admission")
+            .await
+            .into_iter()
+            .filter(|c| c["ticket_serial"] == json!(s))
+            .collect();
+        assert_eq!(found.len(), 1, "{scenario}: {found:?}");
+        assert_eq!(
+            found[0]["checkin_ids"],
+            json!([ca["id"], cb["id"]]),
+            "{scenario}"
+        );
+        assert_eq!(found[0]["gate_ids"], json!([a.id, b.id]), "{scenario}");
+        let log = app
+            .get(
+                Some(&app.viewer),
+                &format!("/api/v1/events/{event}/checkins?ticket_serial={s}"),
+            )
+            .await
+            .assert_status(200)
+            .clone();
+        assert_eq!(
+            log["items"].as_array().unwrap().len(),
+            2,
+            "{scenario}: stored once each"
+        );
+    }
+    // The canonical admission is the earliest, whatever arrived first.
+    let report = app
+        .get(Some(&app.viewer), &format!("/api/v1/events/{event}/report"))
+        .await
+        .assert_status(200)
+        .clone();
+    let inside = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["inside"] == json!(true))
+        .count();
+    assert_eq!(inside, 6);
+    assert_eq!(
+        conflicts(&app, &event, "").await.len(),
+        6,
+        "nothing but the six duplicates"
+    );
+}
+
+async fn every_row_of_the_merge_table(app: TestApp) {
+    let (event, people) = live_event(&app, 4).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    let b = new_gate(&app, &event, "B", None).await;
+    let t = now_ms();
+    let (s0, s1, s2) = (serial(&people[0]), serial(&people[1]), serial(&people[2]));
+    let mut seq = a.next_seq;
+    let mut next = || {
+        seq += 1;
+        seq - 1
+    };
+    // entry, outside → admitted; exit, inside → outside; entry again (same gate) → admitted.
+    let r = push(
+        &app,
+        &a,
+        vec![
+            checkin(next(), s0, "in", t, 0),
+            checkin(next(), s0, "out", t + 1, 0),
+            checkin(next(), s0, "in", t + 2, 0),
+        ],
+    )
+    .await
+    .assert_status(200)
+    .clone();
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "stored")
+    );
+    assert_eq!(r["results"][2]["outcome"], "inside");
+    assert_eq!(r["acked_through_seq"], json!(a.next_seq + 2));
+    // entry, inside, same gate → passback.
+    let r = push(&app, &a, vec![checkin(next(), s0, "in", t + 3, 0)])
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(r["results"][0]["conflicts"], json!(["passback"]));
+    // entry, inside, other gate → duplicate_admission.
+    let r = push(&app, &b, vec![checkin(b.next_seq, s0, "in", t + 4, 0)])
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(r["results"][0]["conflicts"], json!(["duplicate_admission"]));
+    // exit, outside → exit_without_entry.
+    let r = push(&app, &a, vec![checkin(next(), s1, "out", t + 5, 0)])
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(r["results"][0]["conflicts"], json!(["exit_without_entry"]));
+    assert_eq!(r["results"][0]["outcome"], "outside");
+    // A rejected scan is logged but moves nobody.
+    let mut rej = checkin(next(), s2, "in", t + 6, 0);
+    rej["decision"] = json!("reject");
+    rej["reason"] = json!("wrong_zone");
+    let r = push(&app, &a, vec![rej]).await.assert_status(200).clone();
+    assert_eq!(r["results"][0]["outcome"], "outside");
+    // An undo takes a mistaken admission back.
+    let adm = checkin(next(), s2, "in", t + 7, 0);
+    let mut undo = checkin(next(), s2, "in", t + 8, 0);
+    undo["undoes"] = adm["id"].clone();
+    let r = push(&app, &a, vec![adm, undo])
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(r["results"][1]["outcome"], "outside");
+    let kinds: Vec<String> = conflicts(&app, &event, "")
+        .await
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["duplicate_admission", "exit_without_entry", "passback"]
+    );
+    // Gates learn presence through the change log.
+    let changes = app.changes(&event, 0).await;
+    assert!(changes.iter().any(|c| matches!(&c.data,
+        sync_protocol::wire::ChangeData::Presence(p) if p.serial == s0 && p.inside && p.entries == 2)));
+}
+
+async fn revoke(app: &TestApp, event: &str, p: &Value) -> Value {
+    let pid = p["id"].as_str().unwrap();
+    app.post(
+        Some(&app.staff),
+        &format!("/api/v1/events/{event}/participants/{pid}/ticket/revoke"),
+        json!({"reason": "refund"}),
+    )
+    .await
+    .assert_status(200)
+    .clone()
+}
+
+async fn revocations_late_known_and_while_inside(app: TestApp) {
+    let (event, people) = live_event(&app, 3).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    // Admitted, then revoked while inside.
+    let s0 = serial(&people[0]);
+    push(&app, &a, vec![checkin(a.next_seq, s0, "in", now_ms(), 0)])
+        .await
+        .assert_status(200);
+    let before = app.changes(&event, 0).await.last().unwrap().change_seq;
+    revoke(&app, &event, &people[0]).await;
+    let found = conflicts(&app, &event, "kind=revoked_while_inside").await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["ticket_serial"], json!(s0));
+    // Revoked; a gate that had not yet pulled the revocation admits: late_revocation.
+    let s1 = serial(&people[1]);
+    revoke(&app, &event, &people[1]).await;
+    let head = app.changes(&event, 0).await.last().unwrap().change_seq;
+    let later = now_ms() + 2_000;
+    let r = push(
+        &app,
+        &a,
+        vec![checkin(a.next_seq + 1, s1, "in", later, before)],
+    )
+    .await
+    .assert_status(200)
+    .clone();
+    assert_eq!(r["results"][0]["conflicts"], json!(["late_revocation"]));
+    // Revoked; a gate that had it (cursor at the head) admits anyway: known revocation.
+    let s2 = serial(&people[2]);
+    revoke(&app, &event, &people[2]).await;
+    let head2 = app.changes(&event, 0).await.last().unwrap().change_seq;
+    assert!(head2 > head);
+    let r = push(
+        &app,
+        &a,
+        vec![checkin(a.next_seq + 2, s2, "in", later + 1, head2)],
+    )
+    .await
+    .assert_status(200)
+    .clone();
+    assert_eq!(
+        r["results"][0]["conflicts"],
+        json!(["admitted_despite_known_revocation"])
+    );
+    assert_eq!(
+        r["results"][0]["outcome"], "inside",
+        "admissions are never taken back"
+    );
+}
+
+async fn malformed_checkins_are_acknowledged_as_invalid_without_blocking(app: TestApp) {
+    let (event, people) = live_event(&app, 2).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    let s = serial(&people[0]);
+    let good1 = checkin(a.next_seq, s, "in", now_ms(), 0);
+    let mut bad = checkin(a.next_seq + 1, s, "in", now_ms() + 1, 0);
+    bad["decision"] = json!("reject"); // a rejection without a reason
+    let mut worse = checkin(a.next_seq + 2, s, "in", now_ms() + 2, 0);
+    worse["method"] = json!("telepathy");
+    let good2 = checkin(a.next_seq + 3, serial(&people[1]), "in", now_ms() + 3, 0);
+    let r = push(&app, &a, vec![good1, bad, worse, good2])
+        .await
+        .assert_status(200)
+        .clone();
+    let statuses: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["stored", "invalid", "invalid", "stored"]);
+    assert!(
+        r["results"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("reason")
+    );
+    assert!(
+        r["results"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("telepathy")
+    );
+    assert_eq!(
+        r["acked_through_seq"],
+        json!(a.next_seq + 3),
+        "invalid ones keep their seq"
+    );
+    // A seq reused by a different check-in is refused, not merged.
+    let clash = checkin(a.next_seq, serial(&people[1]), "out", now_ms() + 4, 0);
+    let r = push(&app, &a, vec![clash]).await.assert_status(200).clone();
+    assert_eq!(r["results"][0]["status"], "invalid");
+    assert_eq!(checkin_count(&app, &event).await, 4);
+    // Too big a batch is refused as a whole.
+    let many: Vec<Value> = (0..5_001)
+        .map(|i| checkin(100 + i, s, "in", 1, 0))
+        .collect();
+    push(&app, &a, many)
+        .await
+        .assert_problem(422, Some("checkins"));
+}
+
+async fn gate_credentials_are_bound_to_their_event(app: TestApp) {
+    let (event_a, people_a) = live_event(&app, 1).await;
+    let (event_b, people_b) = live_event(&app, 1).await;
+    let ga = new_gate(&app, &event_a, "A", None).await;
+    let gb = new_gate(&app, &event_b, "B", None).await;
+    // Pushing as another gate.
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/sync/v1/checkins"))
+                .bearer_auth(&ga.credential)
+                .json(&json!({"gate_id": gb.id, "checkins": []})),
+        )
+        .await;
+    r.assert_problem(403, None);
+    // Pulling another event.
+    pull(&app, &ga, &format!("event={event_b}"))
+        .await
+        .assert_problem(403, None);
+    // Redeeming at another event.
+    let r = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api/v1/events/{event_b}/redeem")))
+                .bearer_auth(&ga.credential)
+                .json(&json!({"credential": credential(&people_b[0]), "gate_id": gb.id})),
+        )
+        .await;
+    r.assert_problem(403, None);
+    // A gate only ever sees its own event's tickets.
+    let mine = pull(&app, &ga, "after=0&limit=10000")
+        .await
+        .assert_status(200)
+        .clone();
+    let serials: Vec<u64> = mine["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "ticket")
+        .map(|c| c["data"]["serial"].as_u64().unwrap())
+        .collect();
+    assert_eq!(serials, vec![serial(&people_a[0])]);
+    // Its own event is fine.
+    let r = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api/v1/events/{event_a}/redeem")))
+                .bearer_auth(&ga.credential)
+                .json(&json!({"credential": credential(&people_a[0]), "gate_id": ga.id})),
+        )
+        .await;
+    assert_eq!(r.assert_status(200)["decision"], "admit");
+}
+
+async fn concurrent_redeems_admit_a_ticket_exactly_once(app: TestApp) {
+    let (event, people) = live_event(&app, 3).await;
+    let g = new_gate(&app, &event, "Side door", None).await;
+    let path = format!("/api/v1/events/{event}/redeem");
+    let cred = credential(&people[0]);
+    let body = json!({"credential": cred, "gate_id": g.id});
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(&app.staff)
+            .json(&body);
+        tasks.push(async move { req.send().await.unwrap().json::<Value>().await.unwrap() });
+    }
+    let results = futures_util::future::join_all(tasks).await;
+    let admits = results.iter().filter(|r| r["decision"] == "admit").count();
+    assert_eq!(admits, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["decision"] == "reject")
+            .all(|r| r["reason"] == "already_inside")
+    );
+    assert_eq!(
+        results.iter().find(|r| r["decision"] == "admit").unwrap()["name"],
+        "Person 0"
+    );
+    // The same reasons as a gate.
+    let redeem = |credential: String, direction: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(&app.staff)
+            .json(&json!({"credential": credential, "gate_id": g.id, "direction": direction}));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(
+        redeem("U1:GARBAGE".into(), "in").await["reason"],
+        "malformed"
+    );
+    let mut tampered = cred.clone();
+    tampered.replace_range(20..21, if &cred[20..21] == "A" { "B" } else { "A" });
+    let r = redeem(tampered, "in").await;
+    assert!(
+        matches!(
+            r["reason"].as_str(),
+            Some("invalid_signature" | "malformed")
+        ),
+        "{r}"
+    );
+    let code = people[1]["ticket"]["short_code"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    let r = redeem(code.clone(), "in").await;
+    assert_eq!(
+        (r["decision"].clone(), r["ticket_serial"].clone()),
+        (json!("admit"), json!(serial(&people[1])))
+    );
+    assert_eq!(redeem(code, "in").await["reason"], "already_inside");
+    assert_eq!(redeem(cred.clone(), "out").await["decision"], "admit");
+    assert_eq!(
+        redeem(cred, "in").await["decision"],
+        "admit",
+        "re-entry after exit"
+    );
+    // Stored as check-ins of the gate, dense seq.
+    let log = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/checkins?gate_id={}", g.id),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    let mut seqs: Vec<i64> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    // Viewers may not redeem; bad bodies name the field.
+    let r = app
+        .send(
+            app.client
+                .post(app.url(&path))
+                .bearer_auth(&app.viewer)
+                .json(&body),
+        )
+        .await;
+    r.assert_problem(403, None);
+    app.post(Some(&app.staff), &path, json!({"credential": "x"}))
+        .await
+        .assert_problem(422, Some("gate_id"));
+    app.post(
+        Some(&app.staff),
+        &path,
+        json!({"credential": "x", "gate_id": Uuid::now_v7()}),
+    )
+    .await
+    .assert_problem(404, None);
+}
+
+async fn resolve(app: &TestApp, event: &str, id: &str, body: Value, token: String) -> Resp {
+    let path = format!("/api/v1/events/{event}/conflicts/{id}/resolve");
+    app.post(Some(&token), &path, body).await
+}
+
+async fn conflicts_are_filtered_and_resolved_with_an_audit_trail(app: TestApp) {
+    let (event, people) = live_event(&app, 3).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    let b = new_gate(&app, &event, "B", None).await;
+    let t = now_ms();
+    for (i, p) in people.iter().take(2).enumerate() {
+        let i = i as u64;
+        push(
+            &app,
+            &a,
+            vec![checkin(a.next_seq + i, serial(p), "in", t, 0)],
+        )
+        .await
+        .assert_status(200);
+        push(
+            &app,
+            &b,
+            vec![checkin(b.next_seq + i, serial(p), "in", t + 1, 0)],
+        )
+        .await
+        .assert_status(200);
+    }
+    push(
+        &app,
+        &a,
+        vec![checkin(a.next_seq + 2, serial(&people[2]), "out", t, 0)],
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(conflicts(&app, &event, "").await.len(), 3);
+    assert_eq!(
+        conflicts(&app, &event, "kind=duplicate_admission")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        conflicts(&app, &event, "kind=exit_without_entry")
+            .await
+            .len(),
+        1
+    );
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/conflicts?kind=nonsense"),
+    )
+    .await
+    .assert_problem(400, Some("kind"));
+    let page = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/conflicts?limit=2"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/conflicts?limit=2&cursor={cursor}"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+
+    let dups = conflicts(&app, &event, "kind=duplicate_admission").await;
+    let id0 = dups[0]["id"].as_str().unwrap();
+    resolve(
+        &app,
+        &event,
+        id0,
+        json!({"action": "acknowledge"}),
+        app.viewer.clone(),
+    )
+    .await
+    .assert_problem(403, None);
+    resolve(
+        &app,
+        &event,
+        id0,
+        json!({"action": "shrug"}),
+        app.staff.clone(),
+    )
+    .await
+    .assert_problem(422, Some("action"));
+    let ok = resolve(
+        &app,
+        &event,
+        id0,
+        json!({"action": "acknowledge", "note": "same person, wristband swap"}),
+        app.staff.clone(),
+    )
+    .await
+    .assert_status(200)
+    .clone();
+    assert_eq!(ok["resolution"], "acknowledged");
+    assert!(ok["resolved_at"].is_string());
+    resolve(
+        &app,
+        &event,
+        id0,
+        json!({"action": "acknowledge"}),
+        app.staff.clone(),
+    )
+    .await
+    .assert_problem(409, None);
+    let id1 = dups[1]["id"].as_str().unwrap();
+    let serial1 = dups[1]["ticket_serial"].as_u64().unwrap();
+    let ok = resolve(
+        &app,
+        &event,
+        id1,
+        json!({"action": "revoke_ticket"}),
+        app.staff.clone(),
+    )
+    .await
+    .assert_status(200)
+    .clone();
+    assert_eq!(ok["resolution"], "ticket_revoked");
+    // The ticket is revoked and gates are told.
+    let revoked = app.changes(&event, 0).await.into_iter().any(|c| {
+        matches!(&c.data,
+        sync_protocol::wire::ChangeData::Revocation(r) if r.serial == serial1)
+    });
+    assert!(revoked);
+    // Open conflicts no longer list them; `all` does.
+    assert_eq!(
+        conflicts(&app, &event, "").await.len(),
+        2,
+        "one open + revoked_while_inside"
+    );
+    assert_eq!(conflicts(&app, &event, "status=resolved").await.len(), 2);
+    resolve(
+        &app,
+        &event,
+        &Uuid::now_v7().to_string(),
+        json!({"action": "acknowledge"}),
+        app.staff.clone(),
+    )
+    .await
+    .assert_problem(404, None);
+    // Audited.
+    let n = count(
+        &app.db,
+        "SELECT CAST(count(*) AS BIGINT) FROM audit_log WHERE action = 'conflict.resolve'",
+    )
+    .await;
+    assert_eq!(n, 2);
+}
+
+async fn the_dashboard_stream_shows_admissions(app: TestApp) {
+    use futures_util::StreamExt;
+    let (event, people) = live_event(&app, 2).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    let resp = app
+        .client
+        .get(app.url(&format!("/api/v1/events/{event}/stream")))
+        .bearer_auth(&app.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let c = checkin(a.next_seq, serial(&people[0]), "in", now_ms(), 0);
+    push(&app, &a, vec![c.clone()]).await.assert_status(200);
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(text.contains("event: admission") && text.contains(c["id"].as_str().unwrap())) {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("admission event within 10 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Gates get a `changes` nudge on their own stream.
+    let gresp = app
+        .client
+        .get(app.url("/sync/v1/stream"))
+        .bearer_auth(&a.credential)
+        .send()
+        .await
+        .unwrap();
+    let mut gbody = gresp.bytes_stream();
+    app.create_participant(&event, json!({"name": "New"})).await;
+    let mut text = String::new();
+    while !text.contains("event: changes") {
+        let chunk = tokio::time::timeout_at(deadline, gbody.next())
+            .await
+            .expect("changes event within 10 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    app.get(None, &format!("/api/v1/events/{event}/stream"))
+        .await
+        .assert_problem(401, None);
+}
+
+async fn a_deactivated_gate_loses_access(app: TestApp) {
+    let (event, _) = live_event(&app, 1).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    pull(&app, &a, "after=0").await.assert_status(200);
+    app.delete(
+        Some(&app.admin),
+        &format!("/api/v1/events/{event}/gates/{}", a.id),
+    )
+    .await;
+    pull(&app, &a, "after=0").await.assert_problem(401, None);
+    // Its configuration change says so, for anyone replicating.
+    let inactive = app.changes(&event, 0).await.into_iter().any(|c| matches!(&c.data,
+        sync_protocol::wire::ChangeData::GateConfig(g) if g.gate_id.to_string() == a.id && !g.is_active));
+    assert!(inactive);
+}
+
+async fn attendance_counts_per_gate_and_zone(app: TestApp) {
+    let (event, people) = live_event(&app, 4).await;
+    let a = new_gate(&app, &event, "A", Some("main")).await;
+    let v = new_gate(&app, &event, "V", Some("vip")).await;
+    let t = now_ms();
+    push(
+        &app,
+        &a,
+        vec![
+            checkin(a.next_seq, serial(&people[0]), "in", t, 0),
+            checkin(a.next_seq + 1, serial(&people[1]), "in", t, 0),
+            checkin(a.next_seq + 2, serial(&people[1]), "out", t + 1, 0),
+        ],
+    )
+    .await
+    .assert_status(200);
+    push(
+        &app,
+        &v,
+        vec![checkin(v.next_seq, serial(&people[2]), "in", t, 0)],
+    )
+    .await
+    .assert_status(200);
+    let att = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/attendance"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(att["inside"], 2);
+    assert_eq!(att["admitted_tickets"], 3);
+    assert_eq!(att["tickets_issued"], 4);
+    let gate = |name: &str| {
+        att["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            gate("A")["entries"].clone(),
+            gate("A")["exits"].clone(),
+            gate("A")["inside_via"].clone()
+        ),
+        (json!(2), json!(1), json!(1))
+    );
+    assert_eq!(gate("V")["inside_via"], 1);
+    let zone = |z: &str| {
+        att["zones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["zone"] == z)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(zone("main")["inside"], 1);
+    assert_eq!(zone("vip")["inside"], 1);
+    // CSV report for spreadsheets.
+    let r = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/report?format=csv"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.bytes.clone()).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    assert!(text.starts_with("participant_id,external_id,name"));
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/report?format=xml"),
+    )
+    .await
+    .assert_problem(400, Some("format"));
+    app.get(None, &format!("/api/v1/events/{event}/attendance"))
+        .await
+        .assert_problem(401, None);
+}
