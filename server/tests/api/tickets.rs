@@ -10,6 +10,7 @@ backend_tests!(
     reissue_gets_a_new_serial_and_revokes_the_old_one,
     revoking_is_idempotent_and_blocks_the_qr_code,
     ticket_png_decodes_to_a_credential_that_verifies,
+    the_camera_decoder_reads_the_ticket_png_at_gate_scales_and_angles,
     ticket_routes_check_role_token_and_event,
 );
 
@@ -244,4 +245,39 @@ async fn ticket_routes_check_role_token_and_event(app: TestApp) {
         got["ticket"]["status"], "valid",
         "rejected requests changed nothing"
     );
+}
+
+/// The gate's camera decoder (the `hardware` crate) reads the server's own ticket PNG as a camera
+/// would see it: scaled down or up, turned, small inside a 1280×720 frame.
+async fn the_camera_decoder_reads_the_ticket_png_at_gate_scales_and_angles(app: TestApp) {
+    use hardware::{LumaFrame, QrDecoder};
+    let event = app.create_event("E").await;
+    let ev = event["id"].as_str().unwrap();
+    let p = app.create_participant(ev, json!({"name": "Camera"})).await;
+    let id = p["id"].as_str().unwrap();
+    let credential = p["ticket"]["credential"].as_str().unwrap().to_owned();
+    let r = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{ev}/participants/{id}/ticket.png"),
+        )
+        .await;
+    let png = LumaFrame::from_image(&image::load_from_memory(&r.bytes).expect("a PNG"));
+    let decoder = QrDecoder::for_files();
+    let side = png.width();
+    // From about 3 px per module (a badge far from the lens) to full size, at angles a hand-held
+    // phone screen shows up with.
+    for target in [140u32, 200, 300, side] {
+        let scaled = png.resize(target, target);
+        for degrees in [0.0f32, 90.0, 180.0, 270.0, 12.0, 33.0] {
+            let turned = scaled.rotate(degrees, 255);
+            let mut frame = LumaFrame::filled(1280, 720, 200).unwrap();
+            frame.paste(&turned, 500, 100);
+            assert_eq!(
+                decoder.decode(&frame).as_deref(),
+                Some(credential.as_str()),
+                "{target} px at {degrees}°"
+            );
+        }
+    }
 }
