@@ -8,11 +8,13 @@
 //! - [`sync`]: the sync client and the background push/pull loops.
 //! - [`run`]: the kiosk process (`gate-agent run`), [`ui`]: its operator screen.
 //! - [`status`]: `gate-agent status`.
+//! - [`mesh`]: the venue mesh — gates read each other's logs on the LAN (DESIGN §8).
 //! - [`inspect`]: decode and verify one credential (`gate-agent inspect`).
 
 pub mod decide;
 pub mod handle;
 pub mod inspect;
+pub mod mesh;
 pub mod replica;
 pub mod run;
 pub mod status;

@@ -92,6 +92,15 @@ enum Command {
         /// Scan for BLE badges (needs the `ble` build feature).
         #[arg(long)]
         ble: bool,
+        /// Serve this gate's scan log to the other gates on the venue LAN (e.g. 0.0.0.0:7879).
+        #[arg(long, env = "USHER_MESH_LISTEN")]
+        mesh_listen: Option<SocketAddr>,
+        /// A mesh peer (HOST:PORT) besides those set in the gate configurations; repeatable.
+        #[arg(long = "peer", value_name = "HOST:PORT")]
+        peers: Vec<String>,
+        /// How often peers' logs are read, in ms.
+        #[arg(long, default_value_t = 500)]
+        mesh_interval_ms: u64,
     },
     /// Decode QR codes in image files and decide each (photos of tickets that failed to scan).
     /// Prints one JSON line per file: {"file","decoded","decision","reason"}.
@@ -257,6 +266,9 @@ fn main() -> ExitCode {
             ble_replay,
             camera,
             ble,
+            mesh_listen,
+            peers,
+            mesh_interval_ms,
         } => {
             init_tracing("info");
             let opts = RunOptions {
@@ -269,6 +281,9 @@ fn main() -> ExitCode {
                 ble_replay,
                 camera,
                 ble,
+                mesh_listen,
+                peers,
+                mesh_interval: Duration::from_millis(mesh_interval_ms.max(50)),
             };
             let r = runtime().and_then(|rt| {
                 rt.block_on(async {

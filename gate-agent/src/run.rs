@@ -43,6 +43,12 @@ pub struct RunOptions {
     pub camera: Option<u32>,
     /// Scan for BLE badges (feature `ble`).
     pub ble: bool,
+    /// Serve this gate's log to mesh peers on this (LAN) address.
+    pub mesh_listen: Option<SocketAddr>,
+    /// Mesh peers besides those named in the gate configurations.
+    pub peers: Vec<String>,
+    /// How often peers' logs are read.
+    pub mesh_interval: Duration,
 }
 
 /// Suppresses repeats of the same credential within a window.
@@ -126,9 +132,12 @@ pub async fn intake(
     }
 }
 
-/// Prints every committed decision as one JSON line.
-async fn printer(gate: GateHandle, shutdown: CancellationToken) {
-    let mut rx = gate.subscribe();
+/// Prints every committed decision as one JSON line. The receiver is subscribed before any
+/// input starts, so no decision goes unprinted.
+async fn printer(
+    mut rx: tokio::sync::broadcast::Receiver<crate::decide::ScanOutcome>,
+    shutdown: CancellationToken,
+) {
     let mut out = tokio::io::stdout();
     loop {
         let o = tokio::select! {
@@ -219,7 +228,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
     tracing::info!(gate_id = %enrollment.gate_id, server = %enrollment.server_url, "gate agent running");
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(printer(handle.clone(), shutdown.clone()));
+    tasks.spawn(printer(handle.subscribe(), shutdown.clone()));
 
     if opts.sync {
         let engine = Arc::new(SyncEngine::new(Replica::open(&path)?)?.with_status(status.clone()));
@@ -254,6 +263,25 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
     // decision connection never runs itself.
     let side = Arc::new(Mutex::new(Replica::open(&path)?));
     tasks.spawn(checkpointer(side.clone(), shutdown.clone()));
+
+    // The venue mesh: read peers' logs (from the gate configs or --peer), serve ours if asked.
+    let mesh_replica = Arc::new(Mutex::new(Replica::open(&path)?));
+    tasks.spawn(crate::mesh::run_puller(
+        mesh_replica.clone(),
+        enrollment.gate_id,
+        opts.peers.clone(),
+        opts.mesh_interval,
+        shutdown.clone(),
+    ));
+    if let Some(addr) = opts.mesh_listen {
+        let listener = crate::mesh::bind(addr).await?;
+        let (r, g, sd) = (mesh_replica.clone(), enrollment.gate_id, shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::mesh::serve(listener, r, g, sd).await {
+                tracing::error!(error = %e, "mesh listener stopped");
+            }
+        });
+    }
 
     if let Some(addr) = opts.ui_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -146,7 +146,15 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let db = self.state.db.clone();
+        let stopping = self.state.stopping.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
+        // Graceful shutdown waits for open connections; event streams and long polls would hold
+        // it forever, so they end as soon as shutdown starts (`stopping`).
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutdown requested");
+            stopping.cancel();
+        };
         axum::serve(
             self.listener,
             self.router

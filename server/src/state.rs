@@ -30,6 +30,9 @@ pub struct Inner {
     pub notifier: Notifier,
     /// Key rings and policies the online redeem keeps per event (short TTL).
     pub redeem_events: Mutex<HashMap<Uuid, EventCache>>,
+    /// Cancelled when shutdown starts: long polls answer at once and event streams end, so the
+    /// graceful drain does not wait on them.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -39,6 +42,7 @@ impl AppState {
         Self(Arc::new(Inner {
             notifier,
             redeem_events: Mutex::new(HashMap::new()),
+            stopping: tokio_util::sync::CancellationToken::new(),
             db,
             master,
             login_limiter: LoginLimiter::new(10, Duration::from_secs(60)),

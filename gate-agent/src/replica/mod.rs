@@ -385,6 +385,81 @@ impl Replica {
         u64_from(n, "count")
     }
 
+    /// Applies check-ins a mesh peer made (DESIGN §8): each admitted movement enters the
+    /// presence view like a server presence change — only when it is newer than what the view
+    /// holds, so re-reading a peer's log changes nothing — and the peer's clock is observed.
+    /// Advances the per-peer cursor in the same transaction.
+    pub fn apply_peer_log(
+        &mut self,
+        peer: Uuid,
+        checkins: &[sync_protocol::wire::Checkin],
+        wall_ms: u64,
+    ) -> Result<usize> {
+        use sync_protocol::wire::{Decision, Direction};
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut applied = 0;
+        let mut newest = Hlc::ZERO;
+        let mut cursor = None;
+        for c in checkins {
+            newest = newest.max(c.hlc);
+            cursor = Some(c.seq);
+            let Some(serial) = c.ticket_serial else {
+                continue;
+            };
+            if c.decision != Decision::Admit {
+                continue;
+            }
+            // An undo reverses the movement it cancels.
+            let inside = match (c.undoes.is_some(), c.direction) {
+                (false, Direction::In) | (true, Direction::Out) => true,
+                (false, Direction::Out) | (true, Direction::In) => false,
+            };
+            let entry_delta: i64 = match (c.undoes.is_some(), c.direction) {
+                (false, Direction::In) => 1,
+                (true, Direction::In) => -1,
+                _ => 0,
+            };
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc)
+                     VALUES (?1, ?2, MAX(?3, 0), ?4, ?5, ?6)
+                     ON CONFLICT (serial) DO UPDATE SET inside = excluded.inside,
+                        entries = MAX(presence.entries + ?3, 0), gate_id = excluded.gate_id,
+                        checkin_id = excluded.checkin_id, hlc = excluded.hlc
+                     WHERE excluded.hlc > presence.hlc",
+                )?
+                .execute(params![
+                    i64_from(serial),
+                    inside,
+                    entry_delta,
+                    peer.to_string(),
+                    c.id.to_string(),
+                    i64_from(c.hlc.as_u64()),
+                ])?;
+            applied += n;
+        }
+        if let Some(seq) = cursor {
+            set_meta(&tx, &format!("mesh_cursor:{peer}"), &seq.to_string())?;
+        }
+        if newest > Hlc::ZERO {
+            let last = outbox::next_seq_and_clock(&tx)?.1;
+            let mut clock = sync_protocol::HlcClock::resume(last);
+            set_meta(&tx, "hlc", &clock.update(newest, wall_ms).to_string())?;
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    /// How far this gate has read a peer's log.
+    pub fn mesh_cursor(&self, peer: Uuid) -> Result<u64> {
+        Ok(self
+            .meta(&format!("mesh_cursor:{peer}"))?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Deactivated gate: erase personal data (names, attention notes, BLE keys), keep the scan
     /// log so nothing already decided is lost.
     pub fn wipe_personal_data(&mut self) -> Result<()> {

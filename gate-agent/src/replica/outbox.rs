@@ -252,6 +252,15 @@ impl Replica {
         raw.map(RawRow::into_row).transpose()
     }
 
+    /// This gate's log after `after`, oldest first, at most `limit` rows (what it serves to
+    /// its mesh peers).
+    pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<Checkin>> {
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![i64_from(after), limit as i64], row_to_outbox)?;
+        rows.map(|r| r?.into_row().map(|o| o.checkin)).collect()
+    }
+
     /// The whole log, oldest first (for audits and tests).
     pub fn all_checkins(&self) -> Result<Vec<OutboxRow>> {
         let sql = format!("SELECT {COLUMNS} FROM outbox ORDER BY seq");

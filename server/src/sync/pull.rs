@@ -84,9 +84,14 @@ pub async fn changes(
     let deadline = tokio::time::Instant::now() + wait;
     let mut rows = page(&state, gate.event_id, p.after, limit).await?;
     while rows.is_empty() && tokio::time::Instant::now() < deadline {
+        let stopping = state.stopping.clone();
         let woke = tokio::time::timeout_at(deadline, async {
             loop {
-                match live.recv().await {
+                let item = tokio::select! {
+                    () = stopping.cancelled() => return false,
+                    item = live.recv() => item,
+                };
+                match item {
                     Ok(Live::Changes { event_id, head })
                         if event_id == gate.event_id && head > p.after =>
                     {

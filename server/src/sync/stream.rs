@@ -23,28 +23,37 @@ fn events_for(
     filter: fn(&Live) -> bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
     let rx = state.notifier.subscribe();
-    futures_util::stream::unfold(rx, move |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(item) if item.event_id() == event_id && filter(&item) => {
-                    let name = match &item {
-                        Live::Changes { .. } => "changes",
-                        Live::Admission { .. } => "admission",
-                        Live::Conflict { .. } => "conflict",
-                    };
-                    let ev = Event::default()
-                        .event(name)
-                        .json_data(&item)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable"));
-                    return Some((Ok(ev), rx));
+    let stopping = state.stopping.clone();
+    futures_util::stream::unfold(rx, move |mut rx| {
+        let stopping = stopping.clone();
+        async move {
+            loop {
+                // The stream ends when the server shuts down (graceful drain does not wait for it).
+                let item = tokio::select! {
+                    () = stopping.cancelled() => return None,
+                    item = rx.recv() => item,
+                };
+                match item {
+                    Ok(item) if item.event_id() == event_id && filter(&item) => {
+                        let name = match &item {
+                            Live::Changes { .. } => "changes",
+                            Live::Admission { .. } => "admission",
+                            Live::Conflict { .. } => "conflict",
+                        };
+                        let ev = Event::default()
+                            .event(name)
+                            .json_data(&item)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable"));
+                        return Some((Ok(ev), rx));
+                    }
+                    Ok(_) => {}
+                    // A slow client missed items: tell it to resynchronise (pull / refresh).
+                    Err(RecvError::Lagged(n)) => {
+                        let ev = Event::default().event("lagged").data(n.to_string());
+                        return Some((Ok(ev), rx));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Ok(_) => {}
-                // A slow client missed items: tell it to resynchronise (pull / refresh).
-                Err(RecvError::Lagged(n)) => {
-                    let ev = Event::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), rx));
-                }
-                Err(RecvError::Closed) => return None,
             }
         }
     })

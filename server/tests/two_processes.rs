@@ -1,0 +1,527 @@
+//! Two `server` processes on one PostgreSQL database behave as one service (DESIGN §1: server
+//! replicas are stateless, live fan-out crosses processes through LISTEN/NOTIFY): an admission
+//! pushed to process A shows up on an organizer's live stream opened on process B.
+//!
+//! Real processes (`CARGO_BIN_EXE_server`), real HTTP over loopback, real PostgreSQL
+//! (`USHER_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`; never
+//! skipped). Processes are killed and the database dropped on drop, even after a failure; each
+//! process's log is printed in failure messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use sync_protocol::Hlc;
+use sync_protocol::wire::{Checkin, Decision, Direction, Method as ScanMethod, PushRequest};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+const ADMIN_EMAIL: &str = "ops@example.org";
+const ADMIN_PASSWORD: &str = "two processes, one database";
+
+// ---------------------------------------------------------------- PostgreSQL
+
+fn admin_url() -> String {
+    std::env::var("USHER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A fresh database, dropped (`WITH (FORCE)`) on drop.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let admin = admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin} ({e}). This test is never skipped: start \
+                 it with `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or point \
+                 USHER_TEST_DATABASE_URL at a PostgreSQL superuser connection."
+            )
+        });
+        let name = format!("usher_2proc_{}", Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE failed");
+        conn.close().await.ok();
+        let url = with_database(&admin, &name);
+        Self { name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (admin_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+// ---------------------------------------------------------------- server processes
+
+/// What every process of the deployment shares.
+struct Deployment {
+    database_url: String,
+    master_key: String,
+}
+
+impl Deployment {
+    fn command(&self, data_dir: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"));
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .env("DATABASE_URL", &self.database_url)
+            .env("USHER_MASTER_KEY", &self.master_key)
+            .env_remove("USHER_LISTEN")
+            .env_remove("USHER_DATA_DIR")
+            .env_remove("USHER_ADMIN_EMAIL")
+            .env("RUST_LOG", "info,sqlx=warn");
+        cmd
+    }
+}
+
+/// One `server` process, killed on drop.
+struct ServerProcess {
+    name: &'static str,
+    base: String,
+    log: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    async fn start(name: &'static str, deployment: &Deployment) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A port that was free a moment ago.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind port 0")
+            .port();
+        let log = dir.path().join("server.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = deployment
+            .command(dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn server");
+        let mut me = Self {
+            name,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            child,
+            _dir: dir,
+        };
+        me.wait_ready().await;
+        me
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(30);
+        format!(
+            "--- last lines of server {} log ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            lines[from..].join("\n")
+        )
+    }
+
+    /// Polls `/readyz` until the process answers 200 (database connected, migrations run).
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "server {} exited during start-up with {status}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            let ready = client
+                .get(format!("{}/readyz", self.base))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "server {} not ready within 60 s\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the process and reaps it.
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+struct Client {
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Client {
+    async fn call(&self, method: Method, url: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, body)
+    }
+
+    async fn expect(&self, method: Method, url: &str, body: Option<Value>, status: u16) -> Value {
+        let (got, body) = self.call(method.clone(), url, body).await;
+        assert_eq!(got, status, "{method} {url} answered {got}: {body}");
+        body
+    }
+}
+
+/// Reads a `text/event-stream` response and forwards `(event name, data as JSON)` pairs.
+fn sse_events(resp: reqwest::Response) -> mpsc::UnboundedReceiver<(String, Value)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                if tx.send((name, value)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("rfc3339")
+}
+
+// ---------------------------------------------------------------- the test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_pushed_to_one_process_reaches_a_live_stream_on_another() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pg = PgDatabase::create().await;
+    let deployment = Deployment {
+        database_url: pg.url.clone(),
+        master_key: format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+    };
+    assert_eq!(deployment.master_key.len(), 64);
+
+    // `server admin create` once (it also migrates the fresh database).
+    let admin_dir = tempfile::tempdir().expect("tempdir");
+    let mut create = deployment
+        .command(admin_dir.path())
+        .args([
+            "admin",
+            "create",
+            "--email",
+            ADMIN_EMAIL,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn server admin create");
+    let mut stdin = create.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+        .await
+        .expect("write the password");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), create.wait_with_output())
+        .await
+        .expect("server admin create did not finish within 60 s")
+        .expect("server admin create");
+    assert!(
+        out.status.success(),
+        "server admin create failed with {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let a = ServerProcess::start("A", &deployment).await;
+    let b = ServerProcess::start("B", &deployment).await;
+
+    // ------------------------------------------------------------ set up through A
+    let http = reqwest::Client::builder().build().expect("client");
+    let anon = Client {
+        http: http.clone(),
+        token: None,
+    };
+    let login = anon
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/auth/login", a.base),
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            200,
+        )
+        .await;
+    let org = Client {
+        http: http.clone(),
+        token: Some(login["access_token"].as_str().expect("token").to_owned()),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let event = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events", a.base),
+            Some(json!({"name": "Two processes", "status": "live",
+                "starts_at": rfc3339(now - time::Duration::hours(1)),
+                "ends_at": rfc3339(now + time::Duration::hours(8))})),
+            201,
+        )
+        .await;
+    let event_id = event["id"].as_str().expect("event id").to_owned();
+    let person = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events/{event_id}/participants", a.base),
+            Some(json!({"name": "Ada Lovelace", "email": "ada@example.org"})),
+            201,
+        )
+        .await;
+    let serial = person["ticket"]["serial"].as_u64().expect("ticket serial");
+    let gate = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events/{event_id}/gates", a.base),
+            Some(json!({"name": "North", "direction": "both"})),
+            201,
+        )
+        .await;
+    let gate_id = gate["id"].as_str().expect("gate id").to_owned();
+    let enrollment = org
+        .expect(
+            Method::POST,
+            &format!(
+                "{}/api/v1/events/{event_id}/gates/{gate_id}/enrollments",
+                a.base
+            ),
+            None,
+            201,
+        )
+        .await;
+    let enrolled = anon
+        .expect(
+            Method::POST,
+            &format!("{}/sync/v1/enroll", a.base),
+            Some(json!({"code": enrollment["code"], "device_name": "e2e kiosk"})),
+            201,
+        )
+        .await;
+    assert_eq!(enrolled["gate_id"], gate_id.as_str(), "{enrolled}");
+    let credential = enrolled["credential"].as_str().expect("credential");
+    let next_seq = enrolled["next_seq"].as_u64().expect("next_seq");
+
+    // ------------------------------------------------------------ the live stream on B
+    // The session token A issued is valid on B (shared master key): the processes are
+    // interchangeable behind a load balancer.
+    let resp = http
+        .get(format!("{}/api/v1/events/{event_id}/stream", b.base))
+        .bearer_auth(org.token.as_deref().unwrap())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("open the stream on B");
+    assert_eq!(resp.status(), 200, "stream on B: {:?}", resp.status());
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    // The handler subscribed before it answered: nothing published from now on is missed.
+    let mut events = sse_events(resp);
+
+    // ------------------------------------------------------------ push an admission to A
+    let scanned_at = time::OffsetDateTime::now_utc();
+    let wall_ms = u64::try_from(scanned_at.unix_timestamp_nanos() / 1_000_000).unwrap();
+    let checkin = Checkin {
+        id: Uuid::now_v7(),
+        seq: next_seq,
+        ticket_serial: Some(serial),
+        code: None,
+        method: ScanMethod::Qr,
+        direction: Direction::In,
+        decision: Decision::Admit,
+        reason: None,
+        hlc: Hlc::new(wall_ms, 0),
+        scanned_at,
+        replica_cursor: 0,
+        operator_override: None,
+        undoes: None,
+    };
+    let gate_uuid = Uuid::parse_str(&gate_id).expect("gate uuid");
+    let body = serde_json::to_value(PushRequest {
+        gate_id: gate_uuid,
+        checkins: vec![checkin.clone()],
+    })
+    .expect("encode the push");
+    let pushed_at = Instant::now();
+    let resp = http
+        .post(format!("{}/sync/v1/checkins", a.base))
+        .bearer_auth(credential)
+        .header(sync_protocol::wire::PROTOCOL_HEADER, "1")
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("push to A");
+    let status = resp.status();
+    let answer: Value = resp.json().await.expect("push answer");
+    assert_eq!(status, 200, "push to A: {answer}");
+    assert_eq!(answer["acked_through_seq"], next_seq, "{answer}");
+    assert_eq!(answer["results"][0]["status"], "stored", "{answer}");
+
+    // ------------------------------------------------------------ B's stream shows it
+    let deadline = Duration::from_secs(10);
+    let admission = loop {
+        let remaining = deadline.saturating_sub(pushed_at.elapsed());
+        match tokio::time::timeout(remaining, events.recv()).await {
+            Ok(Some((name, data))) if name == "admission" => break data,
+            Ok(Some(_other)) => {}
+            Ok(None) => panic!(
+                "B's stream ended before the admission arrived\n{}",
+                b.log_tail()
+            ),
+            Err(_) => panic!(
+                "no `admission` event on B's stream within {deadline:?} of the push to A\n{}\n{}",
+                a.log_tail(),
+                b.log_tail()
+            ),
+        }
+    };
+    let latency = pushed_at.elapsed();
+    eprintln!("admission pushed to A arrived on B's stream after {latency:?}");
+    assert_eq!(admission["type"], "admission", "{admission}");
+    assert_eq!(admission["event_id"], event_id.as_str(), "{admission}");
+    assert_eq!(admission["gate_id"], gate_id.as_str(), "{admission}");
+    assert_eq!(
+        admission["checkin_id"],
+        checkin.id.to_string().as_str(),
+        "{admission}"
+    );
+    assert_eq!(admission["ticket_serial"], serial, "{admission}");
+    assert_eq!(admission["direction"], "in", "{admission}");
+    assert_eq!(admission["inside"], true, "{admission}");
+
+    // And B serves the merged state A wrote.
+    let attendance = org
+        .expect(
+            Method::GET,
+            &format!("{}/api/v1/events/{event_id}/attendance", b.base),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(attendance["inside"], 1, "{attendance}");
+
+    a.kill().await;
+    b.kill().await;
+}
