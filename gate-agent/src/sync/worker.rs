@@ -102,6 +102,10 @@ pub struct SyncEngine {
     client: SyncClient,
     gate_id: Uuid,
     pub status: Arc<SyncStatus>,
+    /// Woken when the server answers again after a failure, so the loop still backing off
+    /// (pusher or puller) retries at once instead of sleeping out its delay: a backlog starts
+    /// draining as soon as either loop sees the server back.
+    reconnected: Notify,
 }
 
 impl SyncEngine {
@@ -113,12 +117,22 @@ impl SyncEngine {
             client,
             gate_id: e.gate_id,
             status: Arc::new(SyncStatus::default()),
+            reconnected: Notify::new(),
         })
     }
 
     pub fn with_status(mut self, status: Arc<SyncStatus>) -> Self {
         self.status = status;
         self
+    }
+
+    /// Records a successful exchange; wakes the other loop if this ends an outage.
+    fn mark_ok(&self) {
+        let was_online = self.status.online.load(Ordering::Relaxed);
+        self.status.ok();
+        if !was_online {
+            self.reconnected.notify_waiters();
+        }
     }
 
     /// Runs `f` on the replica on the blocking pool.
@@ -164,7 +178,7 @@ impl SyncEngine {
                 r.set_meta("last_sync_at", &wall_ms().to_string())
             })
             .await?;
-            self.status.ok();
+            self.mark_ok();
             pushed += n;
             batches += 1;
             if acked < max_seq {
@@ -200,7 +214,7 @@ impl SyncEngine {
                 r.set_meta("last_sync_at", &wall_ms().to_string())
             })
             .await?;
-            self.status.ok();
+            self.mark_ok();
             pulled += n;
             pages += 1;
             if deactivated {
@@ -294,6 +308,7 @@ impl SyncEngine {
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => {}
+                        () = self.reconnected.notified() => backoff.reset(),
                     }
                 }
             }
@@ -320,6 +335,7 @@ impl SyncEngine {
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => {}
+                        () = self.reconnected.notified() => backoff.reset(),
                     }
                 }
             }
