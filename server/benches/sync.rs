@@ -17,11 +17,13 @@
 //!   `/var/run/postgresql` exists). `unix` adds `?host=/var/run/postgresql` to the URL: the
 //!   server's PostgreSQL connections then avoid TCP (and its delayed-ACK stalls) altogether.
 //! - `USHER_BENCH_ONLY`: comma-separated subset of `redeem,merge,bootstrap`.
+//! - `USHER_BENCH_AUTH=staff`: redeem with a staff session token instead of the gate credential.
 //! - `USHER_BENCH_REDEEMS` (20000), `USHER_BENCH_CLIENTS` (10), `USHER_BENCH_CHECKINS` (100000),
 //!   `USHER_BENCH_TICKETS` (100000): sizes. `USHER_BENCH_POOL`: server pool size (default: the
 //!   server's own default, 16).
 //! - `USHER_BENCH_PG_LOG_MS`: profiling aid, makes PostgreSQL log the benchmark database's
-//!   statements slower than this many milliseconds (see the PostgreSQL server log).
+//!   statements slower than this many milliseconds (see the PostgreSQL server log);
+//!   `USHER_BENCH_KEEP_DB`: keep the benchmark databases for inspection (drop them yourself).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,11 +139,15 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("== sync benchmarks, PostgreSQL over {label} ==");
         let result = run(&cfg, with_database(&url, &name)).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
+        if std::env::var_os("USHER_BENCH_KEEP_DB").is_some() {
+            println!("  (kept database {name})");
+        } else {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await?;
+        }
         result?;
     }
     Ok(())
@@ -359,7 +365,14 @@ async fn redeem(h: &Harness, cfg: &Config) -> anyhow::Result<()> {
     let (gate_id, gate_credential, _) = h.gate(&event, "Side door").await?;
     let creds = Arc::new(creds);
     let url = Arc::new(format!("{}/api/v1/events/{event}/redeem", h.base));
-    let auth = Arc::new(format!("Bearer {gate_credential}"));
+    // The gate's own credential (one lookup per request) or, with `USHER_BENCH_AUTH=staff`, a
+    // staff session token (checked without the database).
+    let staff = std::env::var("USHER_BENCH_AUTH").is_ok_and(|v| v == "staff");
+    let auth = Arc::new(if staff {
+        format!("Bearer {}", h.token)
+    } else {
+        format!("Bearer {gate_credential}")
+    });
 
     // One client (one keep-alive connection) per simulated scanner.
     let clients: Vec<reqwest::Client> = (0..cfg.clients)
@@ -441,8 +454,9 @@ async fn redeem(h: &Harness, cfg: &Config) -> anyhow::Result<()> {
             sorted.sort_unstable();
             let n = sorted.len();
             println!(
-                "  online redeem:  {n} scans, {} clients, {:>6.2} s  {:>7.0} redeems/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.1} ms   (target ≥ 3,500/s, p99 ≤ 20 ms)",
+                "  online redeem:  {n} scans, {} clients{}, {:>6.2} s  {:>7.0} redeems/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.1} ms   (target ≥ 3,500/s, p99 ≤ 20 ms)",
                 cfg.clients,
+                if staff { " (staff token)" } else { "" },
                 elapsed.as_secs_f64(),
                 n as f64 / elapsed.as_secs_f64(),
                 percentile(&sorted, 0.50).as_secs_f64() * 1e3,
@@ -498,6 +512,9 @@ async fn bootstrap(h: &Harness, event: &str, report: bool) -> anyhow::Result<Vec
         }
     }
     let pull_only = start.elapsed();
+    if !report {
+        return Ok(serials);
+    }
 
     // Pull and apply into a real gate replica (durable SQLite), one transaction per page, the
     // way the gate agent's sync worker does it.
@@ -524,7 +541,7 @@ async fn bootstrap(h: &Harness, event: &str, report: bool) -> anyhow::Result<Vec
         }
     }
     let pull_apply = start.elapsed();
-    if report {
+    {
         println!(
             "  bootstrap:      {changes} changes in {pages} pages of ≤{PULL_LIMIT}, gzip: pull only {:>5.2} s, pull + apply into a replica {:>5.2} s   (target ≤ 3 s)",
             pull_only.as_secs_f64(),
@@ -548,6 +565,7 @@ async fn merge(h: &Harness, event: &str, serials: &[u64], cfg: &Config) -> anyho
 
     // Serialize every batch up front: the timed part is the server's work.
     let mut plans = Vec::new();
+    let mut first_batch = None;
     for (g, (gate_id, credential, next_seq)) in gates.iter().enumerate() {
         let mine = &serials[g * per_gate..(g + 1) * per_gate];
         let mut bodies = Vec::new();
@@ -579,6 +597,9 @@ async fn merge(h: &Harness, event: &str, serials: &[u64], cfg: &Config) -> anyho
                 gate_id: *gate_id,
                 checkins,
             })?);
+            if first_batch.is_none() {
+                first_batch = Some((credential.clone(), bodies[0].clone()));
+            }
         }
         plans.push((credential.clone(), bodies, seq - 1));
     }
@@ -623,6 +644,22 @@ async fn merge(h: &Harness, event: &str, serials: &[u64], cfg: &Config) -> anyho
         "{stored} check-ins stored and inside, expected {}",
         per_gate * gates.len()
     );
+    // A retried push stores nothing twice (and takes the server's upsert path).
+    if let Some((credential, body)) = first_batch {
+        let resp = expect_json(
+            reqwest::Client::new()
+                .post(url.as_str())
+                .bearer_auth(&credential)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await?;
+        let results = resp["results"].as_array().context("results")?;
+        ensure!(
+            !results.is_empty() && results.iter().all(|r| r["status"] == "duplicate"),
+            "a re-sent batch was not all duplicate"
+        );
+    }
     println!(
         "  merge:          {stored} check-ins from {} gates in batches of {PUSH_BATCH}: {:>6.2} s  {:>7.0} check-ins/s   (target ≥ 50,000/s)",
         gates.len(),

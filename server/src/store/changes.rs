@@ -70,6 +70,11 @@ pub async fn append(
         return Ok(None);
     }
     let n = i64::try_from(rows.len())?;
+    if let Tx::Postgres(t) = tx
+        && rows.len() < super::pgcopy::COPY_MIN_ROWS
+    {
+        return append_small(t, event_id, &rows, n).await.map(Some);
+    }
     let last: i64 = tx_run!(tx, c => {
         sqlx::query_scalar(
             "INSERT INTO change_counters (event_id, last_seq) VALUES ($1, $2)
@@ -158,6 +163,63 @@ pub async fn append(
             .await?;
     }
     Ok(Some(u64::try_from(last)?))
+}
+
+/// [`append`] of a few changes on PostgreSQL: bumps the counter, upserts the rows and sends the
+/// `changes` notification in one statement — two round trips fewer for every small writer (an
+/// online redeem, a gate edit), inside the section serialised by the counter lock. The counter
+/// row is updated (and locked) by the CTE before the first row is inserted; the rows take
+/// `last - n + 1 ..= last` in order. The payload is [`crate::sync::notify::Live::Changes`] as
+/// JSON, built by PostgreSQL. Returns `last`.
+async fn append_small(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    event_id: Uuid,
+    rows: &[(&'static str, String, bool, String)],
+    n: i64,
+) -> anyhow::Result<u64> {
+    let mut kinds = Vec::with_capacity(rows.len());
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut deleted = Vec::with_capacity(rows.len());
+    let mut data = Vec::with_capacity(rows.len());
+    for (kind, key, del, json) in rows {
+        kinds.push(*kind);
+        keys.push(key.as_str());
+        deleted.push(*del);
+        data.push(json.as_str());
+    }
+    let last: Option<i64> = sqlx::query_scalar(
+        "WITH counter AS (
+             INSERT INTO change_counters (event_id, last_seq) VALUES ($1, $2)
+             ON CONFLICT (event_id) DO UPDATE SET last_seq = change_counters.last_seq + $2
+             RETURNING last_seq),
+         written AS (
+             INSERT INTO changes (event_id, kind, entity_key, change_seq, deleted, data)
+             SELECT $1, u.kind, u.entity_key, counter.last_seq - $2 + u.ord, u.deleted, u.data
+             FROM counter,
+                  UNNEST($3::text[], $4::text[], $5::bool[], $6::text[]) WITH ORDINALITY
+                      AS u(kind, entity_key, deleted, data, ord)
+             ON CONFLICT (event_id, kind, entity_key) DO UPDATE
+             SET change_seq = EXCLUDED.change_seq, deleted = EXCLUDED.deleted,
+                 data = EXCLUDED.data
+             RETURNING 1)
+         SELECT counter.last_seq
+         FROM counter
+         CROSS JOIN LATERAL (SELECT pg_notify($7, json_build_object(
+             'type', 'changes', 'event_id', $1::uuid, 'head', counter.last_seq)::text)) AS n
+         WHERE (SELECT count(*) FROM written) = $2",
+    )
+    .bind(event_id)
+    .bind(n)
+    .bind(&kinds)
+    .bind(&keys)
+    .bind(&deleted)
+    .bind(&data)
+    .bind(crate::sync::notify::CHANNEL)
+    .fetch_optional(&mut **t)
+    .await?;
+    let last =
+        last.ok_or_else(|| anyhow::anyhow!("change log append wrote fewer rows than asked"))?;
+    Ok(u64::try_from(last)?)
 }
 
 /// COPYs a chunk (seqs from `base`) under a savepoint; `false` (rolled back) when some entity

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use serde::Deserialize;
 use sqlx::FromRow;
 use sync_protocol::Hlc;
 use sync_protocol::merge::{Conflict, FoldPolicy, RevocationEvent, ScanEvent, TicketState, fold};
@@ -68,6 +69,13 @@ pub async fn insert_checkins(
 ) -> anyhow::Result<BTreeSet<Uuid>> {
     let mut inserted = BTreeSet::new();
     if rows.is_empty() {
+        return Ok(inserted);
+    }
+    if let Tx::Postgres(t) = tx
+        && rows.len() >= COPY_CHECKINS_MIN
+        && copy_checkins(t, event_id, gate_id, rows, received_at).await?
+    {
+        inserted.extend(rows.iter().map(|r| r.checkin.id));
         return Ok(inserted);
     }
     match tx {
@@ -176,6 +184,73 @@ pub async fn insert_checkins(
     Ok(inserted)
 }
 
+/// From this many check-ins a push tries `COPY` first (see [`copy_checkins`]).
+const COPY_CHECKINS_MIN: usize = 200;
+
+/// Inserts new check-ins with `COPY` under a savepoint: in a push of new scans (the usual case)
+/// none is stored yet, and `COPY` skips what `INSERT … ON CONFLICT DO NOTHING` pays per row —
+/// the probe of both unique indexes before each insert, and the projection of fourteen arrays.
+/// `false` (rolled back) when some check-in was already stored: a retried push takes the
+/// upsert instead.
+async fn copy_checkins(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    event_id: Uuid,
+    gate_id: Uuid,
+    rows: &[Row],
+    received_at: i64,
+) -> anyhow::Result<bool> {
+    let mut copy = crate::store::pgcopy::CopyRows::with_capacity(rows.len() * 200);
+    for r in rows {
+        let c = &r.checkin;
+        copy.uuid(c.id)
+            .uuid(event_id)
+            .uuid(gate_id)
+            .int(Some(i64_of(c.seq)?))
+            .int(c.ticket_serial.map(i64_of).transpose()?)
+            .text(c.code.as_deref())
+            .text(Some(method_str(c.method)))
+            .text(Some(dir_str(c.direction)))
+            .text(Some(decision_str(c.decision)))
+            .text(c.reason.map(|r| r.as_str()))
+            .int(Some(i64_of(c.hlc.as_u64())?))
+            .int(Some(crate::store::time_to_ms(c.scanned_at)))
+            .int(Some(i64_of(c.replica_cursor)?))
+            .text(c.operator_override.as_deref());
+        match c.undoes {
+            Some(u) => copy.uuid(u),
+            None => copy.text(None),
+        };
+        copy.int(Some(received_at)).text(r.invalid.as_deref());
+        copy.end_row();
+    }
+    sqlx::query("SAVEPOINT checkins_copy")
+        .execute(&mut **t)
+        .await?;
+    let result = crate::store::pgcopy::copy_in(
+        t,
+        "COPY checkins (id, event_id, gate_id, seq, ticket_serial, code, method, direction,
+                decision, reason, hlc, scanned_at, replica_cursor, operator_override, undoes,
+                received_at, invalid) FROM STDIN",
+        &copy,
+    )
+    .await;
+    match result {
+        Ok(_) => {
+            sqlx::query("RELEASE SAVEPOINT checkins_copy")
+                .execute(&mut **t)
+                .await?;
+            Ok(true)
+        }
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT checkins_copy")
+                .execute(&mut **t)
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Takes the merge lock of each ticket, in serial order (deadlock-free). SQLite needs none: its
 /// writers are serialised by `BEGIN IMMEDIATE`.
 pub async fn lock_tickets(tx: &mut Tx, event_id: Uuid, serials: &[u64]) -> anyhow::Result<()> {
@@ -196,7 +271,7 @@ pub async fn lock_tickets(tx: &mut Tx, event_id: Uuid, serials: &[u64]) -> anyho
     Ok(())
 }
 
-#[derive(FromRow)]
+#[derive(FromRow, Deserialize)]
 struct ScanRow {
     id: Uuid,
     gate_id: Uuid,
@@ -209,14 +284,14 @@ struct ScanRow {
     undoes: Option<Uuid>,
 }
 
-#[derive(FromRow)]
+#[derive(FromRow, Deserialize)]
 struct RevocationRow {
     entity_key: String,
     change_seq: i64,
     data: String,
 }
 
-#[derive(FromRow, Clone)]
+#[derive(FromRow, Deserialize, Clone)]
 struct PresenceRow {
     serial: i64,
     inside: bool,
@@ -224,7 +299,7 @@ struct PresenceRow {
     entries: i64,
 }
 
-#[derive(FromRow)]
+#[derive(FromRow, Deserialize)]
 struct ConflictRow {
     id: Uuid,
     kind: String,
@@ -265,6 +340,15 @@ pub async fn policy(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<FoldPolicy> {
     })
 }
 
+/// What a refold reads of its tickets: their stored check-ins, revocations, presence and
+/// conflicts ([`read_stored`]).
+pub struct Stored {
+    scans: Vec<ScanRow>,
+    revs: Vec<RevocationRow>,
+    old: Vec<PresenceRow>,
+    existing: Vec<ConflictRow>,
+}
+
 /// Re-folds the given tickets from everything stored, and writes presence and conflicts.
 /// The caller holds the tickets' locks ([`lock_tickets`]) and appends `changes` to the change
 /// log before committing.
@@ -275,10 +359,19 @@ pub async fn refold(
     policy: FoldPolicy,
     now: i64,
 ) -> anyhow::Result<Refolded> {
-    let mut out = Refolded::default();
     if serials.is_empty() {
-        return Ok(out);
+        return Ok(Refolded::default());
     }
+    let stored = read_stored(tx, event_id, serials).await?;
+    refold_stored(tx, event_id, serials, stored, &[], policy, now).await
+}
+
+/// Reads what a refold of `serials` needs. The caller holds the tickets' locks.
+pub async fn read_stored(
+    tx: &mut Tx,
+    event_id: Uuid,
+    serials: &BTreeSet<u64>,
+) -> anyhow::Result<Stored> {
     let list: Vec<i64> = serials
         .iter()
         .map(|s| i64_of(*s))
@@ -293,12 +386,57 @@ pub async fn refold(
         Vec<PresenceRow>,
         Vec<ConflictRow>,
     ) = match tx {
+        Tx::Postgres(t) if serials.len() <= FEW_TICKETS => {
+            // The four reads below in one statement, each as a JSON array.
+            let (scans, revs, old, existing): (String, String, String, String) = sqlx::query_as(
+                "SELECT
+                       (SELECT coalesce(json_agg(c), '[]') FROM UNNEST($2::int8[]) AS s(serial)
+                        CROSS JOIN LATERAL (
+                            SELECT id, gate_id, seq, ticket_serial, hlc, direction, decision,
+                                   replica_cursor, undoes
+                            FROM checkins
+                            WHERE event_id = $1 AND ticket_serial = s.serial AND invalid IS NULL
+                            OFFSET 0) AS c)::text,
+                       (SELECT coalesce(json_agg(r), '[]') FROM (
+                            SELECT entity_key, change_seq, data FROM changes
+                            WHERE event_id = $1 AND kind = 'revocation'
+                              AND entity_key = ANY($3) AND NOT deleted) AS r)::text,
+                       (SELECT coalesce(json_agg(p), '[]') FROM UNNEST($2::int8[]) AS s(serial)
+                        CROSS JOIN LATERAL (
+                            SELECT serial, inside, last_checkin, entries FROM presence
+                            WHERE event_id = $1 AND serial = s.serial
+                            OFFSET 0) AS p)::text,
+                       (SELECT coalesce(json_agg(k), '[]') FROM (
+                            SELECT id, kind, ticket_serial, trigger_checkin, checkin_ids,
+                                   gate_ids, resolution
+                            FROM conflicts
+                            WHERE event_id = $1 AND ticket_serial = ANY($2)) AS k)::text",
+            )
+            .bind(event_id)
+            .bind(&list)
+            .bind(&keys)
+            .fetch_one(&mut **t)
+            .await?;
+            (
+                serde_json::from_str(&scans)?,
+                serde_json::from_str(&revs)?,
+                serde_json::from_str(&old)?,
+                serde_json::from_str(&existing)?,
+            )
+        }
         Tx::Postgres(t) => {
+            // One index probe per ticket, whatever the statistics say: `OFFSET 0` keeps the
+            // lateral subquery from being flattened into a join that PostgreSQL may plan as a
+            // scan of the event's whole check-in log (it does so while the table has never
+            // been analysed, e.g. during the first minute of doors opening on a new database).
             let scans = sqlx::query_as(
-                "SELECT id, gate_id, seq, ticket_serial, hlc, direction, decision, replica_cursor,
-                        undoes
-                 FROM checkins
-                 WHERE event_id = $1 AND ticket_serial = ANY($2) AND invalid IS NULL",
+                "SELECT c.id, c.gate_id, c.seq, c.ticket_serial, c.hlc, c.direction, c.decision,
+                        c.replica_cursor, c.undoes
+                 FROM UNNEST($2::int8[]) AS s(serial)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM checkins
+                     WHERE event_id = $1 AND ticket_serial = s.serial AND invalid IS NULL
+                     OFFSET 0) AS c",
             )
             .bind(event_id)
             .bind(&list)
@@ -313,9 +451,13 @@ pub async fn refold(
             .bind(&keys)
             .fetch_all(&mut **t)
             .await?;
+            // Lateral for the same reason as the scans above.
             let old = sqlx::query_as(
-                "SELECT serial, inside, last_checkin, entries FROM presence
-                 WHERE event_id = $1 AND serial = ANY($2)",
+                "SELECT pr.serial, pr.inside, pr.last_checkin, pr.entries
+                 FROM UNNEST($2::int8[]) AS s(serial)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM presence WHERE event_id = $1 AND serial = s.serial
+                     OFFSET 0) AS pr",
             )
             .bind(event_id)
             .bind(&list)
@@ -372,6 +514,50 @@ pub async fn refold(
             (scans, revs, old, existing)
         }
     };
+    Ok(Stored {
+        scans,
+        revs,
+        old,
+        existing,
+    })
+}
+
+/// Up to this many tickets, [`read_stored`] reads in one round trip (rows as JSON) rather than
+/// four: what a small writer waits for (an online redeem batch, a gate pushing a few scans)
+/// is mostly round trips. Bulk pushes keep the binary rows.
+const FEW_TICKETS: usize = 100;
+
+impl Stored {
+    /// The stored presence of a ticket read: `(inside, entries)`.
+    pub fn presence(&self, serial: u64) -> Option<(bool, i64)> {
+        let serial = i64::try_from(serial).ok()?;
+        self.old
+            .iter()
+            .find(|p| p.serial == serial)
+            .map(|p| (p.inside, p.entries))
+    }
+}
+
+/// [`refold`] from inputs [`read_stored`] returned earlier in this transaction (the tickets
+/// locked since), plus `pending`: check-ins `(serial, scan)` this transaction inserts before it
+/// commits. The online redeem reads before it takes the gate lock and folds after, which keeps
+/// reads out of the section that gate's redeems wait on.
+pub async fn refold_stored(
+    tx: &mut Tx,
+    event_id: Uuid,
+    serials: &BTreeSet<u64>,
+    stored: Stored,
+    pending: &[(u64, ScanEvent)],
+    policy: FoldPolicy,
+    now: i64,
+) -> anyhow::Result<Refolded> {
+    let mut out = Refolded::default();
+    let Stored {
+        scans,
+        revs,
+        old,
+        existing,
+    } = stored;
 
     // Group the inputs by ticket.
     let mut by_ticket: HashMap<u64, Vec<ScanEvent>> = HashMap::new();
@@ -395,6 +581,9 @@ pub async fn refold(
             replica_cursor: u64::try_from(r.replica_cursor)?,
             undoes: r.undoes,
         });
+    }
+    for (serial, scan) in pending {
+        by_ticket.entry(*serial).or_default().push(*scan);
     }
     let mut revocations: HashMap<u64, Vec<RevocationEvent>> = HashMap::new();
     for r in revs {

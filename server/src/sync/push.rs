@@ -163,18 +163,6 @@ pub async fn merge_push(
     }
 
     let mut tx = state.db.begin().await?;
-    // The gate row lock orders concurrent pushes of one gate (acked_seq bookkeeping).
-    let acked: i64 = tx_run!(&mut tx, c => {
-        let sql = if matches!(state.db, store::Db::Postgres(_)) {
-            "SELECT acked_seq FROM gates WHERE id = $1 FOR UPDATE"
-        } else {
-            "SELECT acked_seq FROM gates WHERE id = $1"
-        };
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(gate.gate_id)
-            .fetch_one(&mut *c)
-            .await?
-    });
     let inserted = merge::insert_checkins(&mut tx, gate.event_id, gate.gate_id, &rows, now).await?;
 
     // Which of the rest were already stored (duplicates) and which collided on seq.
@@ -194,6 +182,20 @@ pub async fn merge_push(
         .collect();
     let serial_list: Vec<u64> = serials.iter().copied().collect();
     merge::lock_tickets(&mut tx, gate.event_id, &serial_list).await?;
+    // The gate row lock orders concurrent pushes of one gate (acked_seq bookkeeping). Taken
+    // after the ticket locks: every writer takes tickets, then gate rows, then the change
+    // counter (the online redeem too), so no two can wait on each other in a cycle.
+    let acked: i64 = tx_run!(&mut tx, c => {
+        let sql = if matches!(state.db, store::Db::Postgres(_)) {
+            "SELECT acked_seq FROM gates WHERE id = $1 FOR UPDATE"
+        } else {
+            "SELECT acked_seq FROM gates WHERE id = $1"
+        };
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(gate.gate_id)
+            .fetch_one(&mut *c)
+            .await?
+    });
     let policy = merge::policy(&mut tx, gate.event_id).await?;
     let refolded = merge::refold(&mut tx, gate.event_id, &serials, policy, now).await?;
 
