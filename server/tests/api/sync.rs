@@ -190,6 +190,7 @@ backend_tests!(
     the_dashboard_stream_shows_admissions,
     a_deactivated_gate_loses_access,
     attendance_counts_per_gate_and_zone,
+    deleting_an_event_removes_its_checkins_and_presence,
 );
 
 async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
@@ -1245,4 +1246,64 @@ async fn attendance_counts_per_gate_and_zone(app: TestApp) {
     app.get(None, &format!("/api/v1/events/{event}/attendance"))
         .await
         .assert_problem(401, None);
+}
+
+async fn deleting_an_event_removes_its_checkins_and_presence(app: TestApp) {
+    let t = now_ms();
+    let mut kept = Vec::new();
+    let mut gone = Vec::new();
+    for (name, ids) in [("Kept", &mut kept), ("Gone", &mut gone)] {
+        let (event, people) = live_event(&app, 2).await;
+        let mut gate = new_gate(&app, &event, name, None).await;
+        let batch: Vec<Value> = people
+            .iter()
+            .map(|p| {
+                gate.next_seq += 1;
+                checkin(gate.next_seq - 1, serial(p), "in", t, 0)
+            })
+            .collect();
+        let r = push(&app, &gate, batch).await;
+        let r = r.assert_status(200);
+        assert!(
+            r["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["status"] == "stored"),
+            "{r}"
+        );
+        ids.push(event);
+    }
+    async fn rows(db: &server::Db, table: &str, event: &str) -> i64 {
+        let sql = match table {
+            "checkins" => "SELECT CAST(count(*) AS BIGINT) FROM checkins WHERE event_id = $1",
+            _ => "SELECT CAST(count(*) AS BIGINT) FROM presence WHERE event_id = $1",
+        };
+        let id: Uuid = event.parse().unwrap();
+        match db {
+            server::Db::Postgres(p) => sqlx::query_scalar(sql).bind(id).fetch_one(p).await,
+            server::Db::Sqlite(p) => sqlx::query_scalar(sql).bind(id).fetch_one(p).await,
+        }
+        .unwrap()
+    }
+    for event in [&kept[0], &gone[0]] {
+        assert_eq!(rows(&app.db, "checkins", event).await, 2);
+        assert_eq!(rows(&app.db, "presence", event).await, 2);
+    }
+    let gone = &gone[0];
+    app.patch(
+        Some(&app.admin),
+        &format!("/api/v1/events/{gone}"),
+        json!({"status": "closed"}),
+    )
+    .await
+    .assert_status(200);
+    let r = app
+        .delete(Some(&app.admin), &format!("/api/v1/events/{gone}"))
+        .await;
+    assert_eq!(r.status.as_u16(), 204);
+    assert_eq!(rows(&app.db, "checkins", gone).await, 0);
+    assert_eq!(rows(&app.db, "presence", gone).await, 0);
+    assert_eq!(rows(&app.db, "checkins", &kept[0]).await, 2);
+    assert_eq!(rows(&app.db, "presence", &kept[0]).await, 2);
 }
