@@ -200,8 +200,9 @@ impl Replica {
         rows.map(|r| r?.into_row().map(|o| o.checkin)).collect()
     }
 
-    /// Marks everything up to `through_seq` as on the server, and records per-check-in statuses.
-    pub fn acknowledge(&mut self, through_seq: u64, statuses: &[(Uuid, PushStatus)]) -> Result<()> {
+    /// Marks everything up to `through_seq` as on the server, and records per-check-in statuses
+    /// (by seq: the outbox's key, so a batch of a thousand costs a thousand key lookups).
+    pub fn acknowledge(&mut self, through_seq: u64, statuses: &[(u64, PushStatus)]) -> Result<()> {
         let previous = self.acked_seq()?;
         let tx = self.conn.transaction()?;
         if through_seq > previous {
@@ -211,14 +212,14 @@ impl Replica {
         }
         {
             let mut stmt =
-                tx.prepare_cached("UPDATE outbox SET server_status = ?2 WHERE id = ?1")?;
-            for (id, status) in statuses {
+                tx.prepare_cached("UPDATE outbox SET server_status = ?2 WHERE seq = ?1")?;
+            for (seq, status) in statuses {
                 let s = match status {
                     PushStatus::Stored => "stored",
                     PushStatus::Duplicate => "duplicate",
                     PushStatus::Invalid => "invalid",
                 };
-                stmt.execute(params![id.to_string(), s])?;
+                stmt.execute(params![i64_from(*seq), s])?;
             }
         }
         tx.commit()?;
@@ -277,5 +278,62 @@ impl Replica {
             .query_row([id.to_string()], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(seq: u64) -> Checkin {
+        Checkin {
+            id: Uuid::now_v7(),
+            seq,
+            ticket_serial: Some(seq),
+            code: None,
+            method: Method::Qr,
+            direction: Direction::In,
+            decision: Decision::Admit,
+            reason: None,
+            hlc: Hlc::new(1_000 + seq, 0),
+            scanned_at: OffsetDateTime::UNIX_EPOCH,
+            replica_cursor: 0,
+            operator_override: None,
+            undoes: None,
+        }
+    }
+
+    #[test]
+    fn acknowledgement_marks_synced_rows_and_records_each_status() {
+        let mut r = Replica::open_in_memory().unwrap();
+        for seq in 1..=4 {
+            insert(&r.conn, &scan(seq)).unwrap();
+        }
+        assert_eq!(r.pending(10).unwrap().len(), 4);
+        r.acknowledge(
+            3,
+            &[
+                (1, PushStatus::Stored),
+                (2, PushStatus::Duplicate),
+                (3, PushStatus::Invalid),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.acked_seq().unwrap(), 3);
+        let pending = r.pending(10).unwrap();
+        assert_eq!(pending.iter().map(|c| c.seq).collect::<Vec<_>>(), [4]);
+        let status = |seq: i64| -> (Option<String>, i64) {
+            r.conn
+                .query_row(
+                    "SELECT server_status, synced FROM outbox WHERE seq = ?1",
+                    [seq],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap()
+        };
+        assert_eq!(status(1), (Some("stored".into()), 1));
+        assert_eq!(status(2), (Some("duplicate".into()), 1));
+        assert_eq!(status(3), (Some("invalid".into()), 1));
+        assert_eq!(status(4), (None, 0));
     }
 }

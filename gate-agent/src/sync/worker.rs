@@ -162,6 +162,8 @@ impl SyncEngine {
             }
             let max_seq = pending.last().map(|c| c.seq).unwrap_or(0);
             let n = pending.len() as u64;
+            let seq_of: std::collections::HashMap<Uuid, u64> =
+                pending.iter().map(|c| (c.id, c.seq)).collect();
             let resp = self
                 .client
                 .push(&PushRequest {
@@ -169,7 +171,11 @@ impl SyncEngine {
                     checkins: pending,
                 })
                 .await?;
-            let statuses: Vec<_> = resp.results.iter().map(|r| (r.id, r.status)).collect();
+            let statuses: Vec<_> = resp
+                .results
+                .iter()
+                .filter_map(|r| seq_of.get(&r.id).map(|&seq| (seq, r.status)))
+                .collect();
             let acked = resp.acked_through_seq;
             let server_time = resp.server_time;
             self.db(move |r| {
