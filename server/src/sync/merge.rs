@@ -627,7 +627,7 @@ pub async fn refold_stored(
             || was_entries != i64::from(st.entries)
             || was_last != st.last_movement.map(|m| m.id);
         if changed {
-            presence_rows.push((serial, st.clone()));
+            presence_rows.push((serial, st.clone(), before.is_some()));
             out.changes.push((
                 ChangeData::Presence(PresenceChange {
                     serial,
@@ -717,10 +717,62 @@ pub async fn refold_stored(
     Ok(out)
 }
 
+/// Writes the presence rows `(serial, state, has_row)`. On PostgreSQL, many tickets without a
+/// row yet (first admissions: nearly all of a pushed batch) are `COPY`ed: the caller holds
+/// their locks and read their (absent) rows under them, so none can appear meanwhile. The rest
+/// are upserted.
 async fn write_presence(
     tx: &mut Tx,
     event_id: Uuid,
-    rows: &[(u64, TicketState)],
+    rows: &[(u64, TicketState, bool)],
+) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if let Tx::Postgres(t) = tx {
+        let new = rows.iter().filter(|r| !r.2).count();
+        if new >= COPY_CHECKINS_MIN {
+            let mut copy = crate::store::pgcopy::CopyRows::with_capacity(new * 160);
+            for (s, st, _) in rows.iter().filter(|r| !r.2) {
+                copy.uuid(event_id)
+                    .int(Some(i64_of(*s)?))
+                    .boolean(st.inside);
+                for id in [
+                    st.canonical_admission,
+                    st.last_movement.map(|m| m.id),
+                    st.last_movement.map(|m| m.gate_id),
+                ] {
+                    match id {
+                        Some(u) => copy.uuid(u),
+                        None => copy.text(None),
+                    };
+                }
+                copy.int(Some(i64_of(
+                    st.last_movement.map_or(0, |m| m.hlc.as_u64()),
+                )?))
+                .int(Some(i64::from(st.entries)))
+                .int(Some(i64::from(st.exits)));
+                copy.end_row();
+            }
+            crate::store::pgcopy::copy_in(
+                t,
+                "COPY presence (event_id, serial, inside, canonical_checkin, last_checkin,
+                        last_gate, hlc, entries, exits) FROM STDIN",
+                &copy,
+            )
+            .await?;
+            let rest: Vec<(u64, TicketState, bool)> =
+                rows.iter().filter(|r| r.2).cloned().collect();
+            return upsert_presence(tx, event_id, &rest).await;
+        }
+    }
+    upsert_presence(tx, event_id, rows).await
+}
+
+async fn upsert_presence(
+    tx: &mut Tx,
+    event_id: Uuid,
+    rows: &[(u64, TicketState, bool)],
 ) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -735,7 +787,7 @@ async fn write_presence(
             let mut hlc = Vec::with_capacity(rows.len());
             let mut entries = Vec::with_capacity(rows.len());
             let mut exits = Vec::with_capacity(rows.len());
-            for (s, st) in rows {
+            for (s, st, _) in rows {
                 serials.push(i64_of(*s)?);
                 inside.push(st.inside);
                 canonical.push(st.canonical_admission);
@@ -769,7 +821,7 @@ async fn write_presence(
             .await?;
         }
         Tx::Sqlite(t) => {
-            for (s, st) in rows {
+            for (s, st, _) in rows {
                 sqlx::query(
                     "INSERT INTO presence (event_id, serial, inside, canonical_checkin,
                             last_checkin, last_gate, hlc, entries, exits)

@@ -93,10 +93,7 @@ impl Notifier {
             return Ok(Staged::default());
         }
         if let Tx::Postgres(t) = tx {
-            let payloads = items
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<Vec<_>, _>>()?;
+            let payloads = pack(&items)?;
             sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
                 .bind(CHANNEL)
                 .bind(payloads)
@@ -114,6 +111,51 @@ impl Notifier {
         }
         for item in staged.0 {
             let _ = self.tx.send(item);
+        }
+    }
+}
+
+/// Most bytes of one notification payload: PostgreSQL refuses 8,000 and more.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// Packs items into as few notification payloads as fit: a JSON array of items each. A push of
+/// a thousand admissions then sends a few dozen notifications rather than a thousand, which
+/// every listening server process would have to receive and parse one by one.
+fn pack(items: &[Live]) -> serde_json::Result<Vec<String>> {
+    let mut payloads = Vec::new();
+    let mut current = String::from("[");
+    for item in items {
+        let json = serde_json::to_string(item)?;
+        if current.len() > 1 && current.len() + json.len() + 2 > MAX_PAYLOAD {
+            current.push(']');
+            payloads.push(std::mem::replace(&mut current, String::from("[")));
+        }
+        if current.len() > 1 {
+            current.push(',');
+        }
+        current.push_str(&json);
+    }
+    if current.len() > 1 {
+        current.push(']');
+        payloads.push(current);
+    }
+    Ok(payloads)
+}
+
+/// A notification payload: one item (what other writers may send, e.g. the change log's
+/// append) or a packed array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Payload {
+    One(Live),
+    Many(Vec<Live>),
+}
+
+impl Payload {
+    fn into_items(self) -> Vec<Live> {
+        match self {
+            Payload::One(item) => vec![item],
+            Payload::Many(items) => items,
         }
     }
 }
@@ -167,9 +209,11 @@ async fn listen(pool: sqlx::PgPool, out: broadcast::Sender<Live>) {
             delay = std::time::Duration::from_millis(100);
             loop {
                 let n = listener.recv().await?;
-                match serde_json::from_str::<Live>(n.payload()) {
-                    Ok(item) => {
-                        let _ = out.send(item);
+                match serde_json::from_str::<Payload>(n.payload()) {
+                    Ok(payload) => {
+                        for item in payload.into_items() {
+                            let _ = out.send(item);
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "unreadable live notification"),
                 }
@@ -184,5 +228,50 @@ async fn listen(pool: sqlx::PgPool, out: broadcast::Sender<Live>) {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(serial: u64) -> Live {
+        Live::Admission {
+            event_id: Uuid::now_v7(),
+            ticket_serial: serial,
+            gate_id: Uuid::now_v7(),
+            checkin_id: Uuid::now_v7(),
+            direction: Direction::In,
+            inside: true,
+        }
+    }
+
+    #[test]
+    fn packed_payloads_stay_under_the_limit_and_unpack_in_order() {
+        let items: Vec<Live> = (0..1_000).map(admission).collect();
+        let payloads = pack(&items).unwrap();
+        assert!(
+            payloads.len() > 1 && payloads.len() < 100,
+            "{}",
+            payloads.len()
+        );
+        assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        let back: Vec<Live> = payloads
+            .iter()
+            .flat_map(|p| serde_json::from_str::<Payload>(p).unwrap().into_items())
+            .collect();
+        assert_eq!(back, items);
+        assert!(pack(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_single_item_payload_still_reads() {
+        let item = Live::Changes {
+            event_id: Uuid::now_v7(),
+            head: 7,
+        };
+        let json = serde_json::to_string(&item).unwrap();
+        let back = serde_json::from_str::<Payload>(&json).unwrap().into_items();
+        assert_eq!(back, vec![item]);
     }
 }

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::extract::Json;
 use crate::state::AppState;
 use crate::store::{self, Tx, now_ms, tx_run};
+use sync_protocol::merge::ScanEvent;
 
 /// Most check-ins accepted in one push.
 pub const MAX_BATCH: usize = 5_000;
@@ -162,7 +163,20 @@ pub async fn merge_push(
         }
     }
 
+    // Every ticket of the batch is re-folded, retries included: a retried check-in gets the
+    // same outcome as the first time (and a fold is idempotent).
+    let serials: BTreeSet<u64> = rows
+        .iter()
+        .filter(|r| r.invalid.is_none())
+        .filter_map(|r| r.checkin.ticket_serial)
+        .collect();
+    let serial_list: Vec<u64> = serials.iter().copied().collect();
+
     let mut tx = state.db.begin().await?;
+    merge::lock_tickets(&mut tx, gate.event_id, &serial_list).await?;
+    // What is stored of these tickets, read before this batch is inserted: the batch's new
+    // check-ins join the fold from memory instead of being read back.
+    let stored = merge::read_stored(&mut tx, gate.event_id, &serials).await?;
     let inserted = merge::insert_checkins(&mut tx, gate.event_id, gate.gate_id, &rows, now).await?;
 
     // Which of the rest were already stored (duplicates) and which collided on seq.
@@ -173,15 +187,6 @@ pub async fn merge_push(
         .collect();
     let existing = existing_ids(&mut tx, &missing).await?;
 
-    // Every ticket of the batch is re-folded, retries included: a retried check-in gets the
-    // same outcome as the first time (and a fold is idempotent).
-    let serials: BTreeSet<u64> = rows
-        .iter()
-        .filter(|r| r.invalid.is_none())
-        .filter_map(|r| r.checkin.ticket_serial)
-        .collect();
-    let serial_list: Vec<u64> = serials.iter().copied().collect();
-    merge::lock_tickets(&mut tx, gate.event_id, &serial_list).await?;
     // The gate row lock orders concurrent pushes of one gate (acked_seq bookkeeping). Taken
     // after the ticket locks: every writer takes tickets, then gate rows, then the change
     // counter (the online redeem too), so no two can wait on each other in a cycle.
@@ -197,7 +202,38 @@ pub async fn merge_push(
             .await?
     });
     let policy = merge::policy(&mut tx, gate.event_id).await?;
-    let refolded = merge::refold(&mut tx, gate.event_id, &serials, policy, now).await?;
+    let pending: Vec<(u64, ScanEvent)> = rows
+        .iter()
+        .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
+        .filter_map(|r| {
+            let c = &r.checkin;
+            c.ticket_serial.map(|serial| {
+                (
+                    serial,
+                    ScanEvent {
+                        id: c.id,
+                        gate_id: gate.gate_id,
+                        seq: c.seq,
+                        hlc: c.hlc,
+                        direction: c.direction,
+                        decision: c.decision,
+                        replica_cursor: c.replica_cursor,
+                        undoes: c.undoes,
+                    },
+                )
+            })
+        })
+        .collect();
+    let refolded = merge::refold_stored(
+        &mut tx,
+        gate.event_id,
+        &serials,
+        stored,
+        &pending,
+        policy,
+        now,
+    )
+    .await?;
 
     let acked_through = advance_acked(&mut tx, gate.gate_id, acked).await?;
     tx_run!(&mut tx, c => {
