@@ -262,8 +262,10 @@ pub async fn merge_push(
             });
         }
     }
-    store::changes::append(&mut tx, gate.event_id, &refolded.changes).await?;
     let staged = state.notifier.stage(&mut tx, live).await?;
+    // Last: from the change counter's update to the commit, concurrent writers of the event
+    // wait on that row (it orders the change log), so nothing else runs in between.
+    store::changes::append(&mut tx, gate.event_id, &refolded.changes).await?;
     tx.commit().await?;
     state.notifier.committed(staged);
     state
