@@ -1002,6 +1002,7 @@ async fn try_batch(
 
     let now = now_ms();
     let mut live = Vec::new();
+    let mut changes = Vec::new();
     if let Some(stored) = stored {
         // Tickets of scans refused above are folded too: with nothing new, they do not change.
         let refolded = merge::refold_stored(
@@ -1032,17 +1033,15 @@ async fn try_batch(
                 }
             }
         }
-        for (gate_id, rows) in &rows_by_gate {
-            merge::insert_checkins(&mut tx, event_id, *gate_id, rows, now).await?;
-        }
-        // `append` notifies long-polling gates itself.
-        store::changes::append(&mut tx, event_id, &refolded.changes).await?;
-    } else {
-        for (gate_id, rows) in &rows_by_gate {
-            merge::insert_checkins(&mut tx, event_id, *gate_id, rows, now).await?;
-        }
+        changes = refolded.changes;
+    }
+    for (gate_id, rows) in &rows_by_gate {
+        merge::insert_checkins(&mut tx, event_id, *gate_id, rows, now).await?;
     }
     let staged = state.notifier.stage(&mut tx, live).await?;
+    // Last before the commit: concurrent writers of the event wait on the change counter from
+    // here on. `append` notifies long-polling gates itself.
+    store::changes::append(&mut tx, event_id, &changes).await?;
     tx.commit().await?;
     state.notifier.committed(staged);
     for (i, out) in outs {
