@@ -191,6 +191,7 @@ backend_tests!(
     a_deactivated_gate_loses_access,
     attendance_counts_per_gate_and_zone,
     deleting_an_event_removes_its_checkins_and_presence,
+    large_batches_merge_like_small_ones_and_retry_as_duplicates,
 );
 
 async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
@@ -1306,4 +1307,102 @@ async fn deleting_an_event_removes_its_checkins_and_presence(app: TestApp) {
     assert_eq!(rows(&app.db, "presence", gone).await, 0);
     assert_eq!(rows(&app.db, "checkins", &kept[0]).await, 2);
     assert_eq!(rows(&app.db, "presence", &kept[0]).await, 2);
+}
+
+/// Batches of hundreds take PostgreSQL's bulk paths (COPY of check-ins, first presence rows and
+/// change-log rows, with the upsert as the fallback for retried rows): the outcome must be the
+/// one a batch of one gets.
+async fn large_batches_merge_like_small_ones_and_retry_as_duplicates(app: TestApp) {
+    const N: usize = 1_200;
+    let (event, people) = live_event(&app, N).await;
+    let serials: Vec<u64> = people.iter().map(serial).collect();
+    let a = new_gate(&app, &event, "A", None).await;
+    let b = new_gate(&app, &event, "B", None).await;
+    let t = now_ms();
+    let statuses = |r: &Value, field: &str| -> Vec<String> {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[field].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    async fn rows(db: &server::Db, sql: &'static str, event: &str) -> i64 {
+        let id: Uuid = event.parse().unwrap();
+        match db {
+            server::Db::Postgres(p) => sqlx::query_scalar(sql).bind(id).fetch_one(p).await,
+            server::Db::Sqlite(p) => sqlx::query_scalar(sql).bind(id).fetch_one(p).await,
+        }
+        .unwrap()
+    }
+    const CHECKINS: &str = "SELECT CAST(count(*) AS BIGINT) FROM checkins WHERE event_id = $1";
+    const INSIDE: &str =
+        "SELECT CAST(count(*) AS BIGINT) FROM presence WHERE event_id = $1 AND inside";
+    const DUPLICATES: &str = "SELECT CAST(count(*) AS BIGINT) FROM conflicts
+         WHERE event_id = $1 AND kind = 'duplicate_admission'";
+
+    // Gate A: the first 1,000 tickets in one batch.
+    let first: Vec<Value> = (0..1_000)
+        .map(|i| checkin(a.next_seq + i as u64, serials[i], "in", t, 0))
+        .collect();
+    let r = push(&app, &a, first.clone())
+        .await
+        .assert_status(200)
+        .clone();
+    assert!(statuses(&r, "status").iter().all(|s| s == "stored"));
+    assert!(statuses(&r, "outcome").iter().all(|s| s == "inside"));
+    assert_eq!(r["acked_through_seq"], json!(a.next_seq + 999));
+    assert_eq!(rows(&app.db, CHECKINS, &event).await, 1_000);
+    assert_eq!(rows(&app.db, INSIDE, &event).await, 1_000);
+
+    // The same batch again: every check-in a duplicate, nothing stored twice.
+    let r = push(&app, &a, first.clone())
+        .await
+        .assert_status(200)
+        .clone();
+    assert!(statuses(&r, "status").iter().all(|s| s == "duplicate"));
+    assert!(statuses(&r, "outcome").iter().all(|s| s == "inside"));
+    assert_eq!(rows(&app.db, CHECKINS, &event).await, 1_000);
+
+    // A retry that overlaps: the last 300 of the first batch plus 200 new ones.
+    let mut overlap: Vec<Value> = first[700..].to_vec();
+    overlap.extend((1_000..N).map(|i| checkin(a.next_seq + i as u64, serials[i], "in", t, 0)));
+    let r = push(&app, &a, overlap).await.assert_status(200).clone();
+    let st = statuses(&r, "status");
+    assert!(st[..300].iter().all(|s| s == "duplicate"), "{st:?}");
+    assert!(st[300..].iter().all(|s| s == "stored"), "{st:?}");
+    assert_eq!(r["acked_through_seq"], json!(a.next_seq + N as u64 - 1));
+    assert_eq!(rows(&app.db, CHECKINS, &event).await, N as i64);
+    assert_eq!(rows(&app.db, INSIDE, &event).await, N as i64);
+    assert_eq!(rows(&app.db, DUPLICATES, &event).await, 0);
+
+    // Gate B, offline all along, admitted every one of them a second later: one
+    // duplicate_admission per ticket, and the tickets stay inside once.
+    let second: Vec<Value> = (0..N)
+        .map(|i| checkin(b.next_seq + i as u64, serials[i], "in", t + 1_000, 0))
+        .collect();
+    let r = push(&app, &b, second).await.assert_status(200).clone();
+    assert!(statuses(&r, "status").iter().all(|s| s == "stored"));
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["conflicts"] == json!(["duplicate_admission"]))
+    );
+    assert_eq!(rows(&app.db, DUPLICATES, &event).await, N as i64);
+    assert_eq!(rows(&app.db, INSIDE, &event).await, N as i64);
+
+    // Gates learn all of it through the change log: one presence entry per ticket, the
+    // canonical admission being gate A's.
+    let changes = app.changes(&event, 0).await;
+    let presence: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match &c.data {
+            sync_protocol::wire::ChangeData::Presence(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(presence.len(), N);
+    assert!(presence.iter().all(|p| p.inside && p.entries == 1));
 }
