@@ -902,6 +902,18 @@ async fn concurrent_redeems_admit_a_ticket_exactly_once(app: TestApp) {
         "admit",
         "re-entry after exit"
     );
+    // A revoked ticket is refused by its (locked) ticket row, with the holder's name shown.
+    revoke(&app, &event, &people[2]).await;
+    let r = redeem(credential(&people[2]), "in").await;
+    assert_eq!(
+        (
+            r["decision"].clone(),
+            r["reason"].clone(),
+            r["name"].clone()
+        ),
+        (json!("reject"), json!("revoked"), json!("Person 2")),
+        "{r}"
+    );
     // Stored as check-ins of the gate, dense seq.
     let log = app
         .get(
