@@ -313,6 +313,18 @@ impl Harness {
     }
 
     /// Creates an entry gate and enrolls it: (gate id, gate credential, next seq).
+    /// A gate with no device enrolled (staff redeem on such gates).
+    async fn plain_gate(&self, event: &str, name: &str) -> anyhow::Result<Uuid> {
+        let gate = expect_json(
+            self.http
+                .post(format!("{}/api/v1/events/{event}/gates", self.base))
+                .bearer_auth(&self.token)
+                .json(&json!({"name": name, "direction": "in"})),
+        )
+        .await?;
+        Ok(Uuid::parse_str(gate["id"].as_str().context("gate id")?)?)
+    }
+
     async fn gate(&self, event: &str, name: &str) -> anyhow::Result<(Uuid, String, u64)> {
         let gate = expect_json(
             self.http
@@ -362,17 +374,21 @@ async fn redeem(h: &Harness, cfg: &Config) -> anyhow::Result<()> {
     h.import(&event, total, "R").await?;
     let creds = h.credentials(&event).await?;
     ensure!(creds.len() == total, "expected {total} tickets");
-    let (gate_id, gate_credential, _) = h.gate(&event, "Side door").await?;
     let creds = Arc::new(creds);
     let url = Arc::new(format!("{}/api/v1/events/{event}/redeem", h.base));
     // The gate's own credential (one lookup per request) or, with `USHER_BENCH_AUTH=staff`, a
-    // staff session token (checked without the database).
+    // staff session token (checked without the database) on a gate with no device enrolled.
     let staff = std::env::var("USHER_BENCH_AUTH").is_ok_and(|v| v == "staff");
-    let auth = Arc::new(if staff {
-        format!("Bearer {}", h.token)
+    let (gate_id, auth) = if staff {
+        (
+            h.plain_gate(&event, "Box office").await?,
+            format!("Bearer {}", h.token),
+        )
     } else {
-        format!("Bearer {gate_credential}")
-    });
+        let (gate_id, credential, _) = h.gate(&event, "Side door").await?;
+        (gate_id, format!("Bearer {credential}"))
+    };
+    let auth = Arc::new(auth);
 
     // One client (one keep-alive connection) per simulated scanner.
     let clients: Vec<reqwest::Client> = (0..cfg.clients)

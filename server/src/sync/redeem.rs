@@ -163,6 +163,8 @@ pub struct EventCache {
 struct EventShared {
     credentials: Mutex<HashMap<[u8; 32], (GateAuth, Instant)>>,
     gates: Mutex<HashMap<Uuid, (GateLite, Instant)>>,
+    /// Whether a device is enrolled on a gate ([`has_device`]).
+    devices: Mutex<HashMap<Uuid, (bool, Instant)>>,
     queue: Mutex<Queue>,
 }
 
@@ -281,6 +283,30 @@ async fn gate_row(
     Ok(gate)
 }
 
+/// Whether a device is enrolled on the gate (it has an active credential), from the cache when
+/// fresh: an enrollment reaches the check within [`CACHE_TTL`].
+async fn has_device(state: &AppState, cache: &EventCache, gate_id: Uuid) -> Result<bool, ApiError> {
+    if let Ok(m) = cache.shared.devices.lock()
+        && let Some((enrolled, at)) = m.get(&gate_id)
+        && at.elapsed() < CACHE_TTL
+    {
+        return Ok(*enrolled);
+    }
+    let n: i64 = db_run!(&state.db, p => {
+        sqlx::query_scalar(
+            "SELECT CAST(count(*) AS BIGINT) FROM gate_credentials
+             WHERE gate_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(gate_id)
+        .fetch_one(p)
+        .await?
+    });
+    if let Ok(mut m) = cache.shared.devices.lock() {
+        m.insert(gate_id, (n > 0, Instant::now()));
+    }
+    Ok(n > 0)
+}
+
 /// The storage-free part of a decision, made against one version of the gate row.
 #[derive(Debug, Clone)]
 struct Check {
@@ -382,6 +408,16 @@ pub async fn redeem(
         && g.gate_id != body.gate_id
     {
         return Err(ApiError::Forbidden);
+    }
+    // A redeem is a check-in of the gate and takes the gate's next seq. A device enrolled on
+    // the gate numbers its own scans, offline too, and would find its seqs taken: its scans
+    // would be refused as invalid when it pushes them. Staff redeem on gates of their own.
+    if matches!(auth, RedeemAuth::Staff(_)) && has_device(&state, &cache, body.gate_id).await? {
+        return Err(ApiError::validation(
+            "gate_id",
+            "a device is enrolled on this gate and numbers its own check-ins; \
+             redeem on a gate without one (or with that device's own credential)",
+        ));
     }
     let now = now_ms();
     // Storage-free checks first, here, concurrently (no lock held while verifying signatures).
