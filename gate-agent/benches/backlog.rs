@@ -28,7 +28,9 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let db = PgDatabase::create().await;
+        let db = PgDatabase::create("usher_e2e")
+            .await
+            .expect("a fresh PostgreSQL database");
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(&dir.path().join("server"), &db.url, free_port()).await;
         let password = server.initial_admin_password.clone().unwrap();

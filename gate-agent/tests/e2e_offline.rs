@@ -28,7 +28,9 @@ async fn outbox_and_cursor(agent: &Agent) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_admit_offline_and_every_checkin_reaches_the_server_once_after_it_returns() {
     // ------------------------------------------------------------ arrange: server, event, gates
-    let pg = PgDatabase::create().await;
+    let pg = PgDatabase::create("usher_e2e")
+        .await
+        .expect("a fresh PostgreSQL database");
     let server_dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let server = Server::start(server_dir.path(), &pg.url, port).await;

@@ -19,7 +19,9 @@ const REVOCATION_DEADLINE: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_a_running_gate_and_its_next_scan_is_rejected() {
-    let pg = PgDatabase::create().await;
+    let pg = PgDatabase::create("usher_e2e")
+        .await
+        .expect("a fresh PostgreSQL database");
     let server_dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(server_dir.path(), &pg.url, free_port()).await;
     let password = server

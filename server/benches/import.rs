@@ -38,31 +38,13 @@ fn csv(rows: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The admin URL with its database name replaced (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    match query {
-        Some(q) => format!("{}/{name}?{q}", &base[..host_end]),
-        None => format!("{}/{name}", &base[..host_end]),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let rows: usize = std::env::var("USHER_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let admin_url = std::env::var("USHER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin_url = server::testing::admin_url();
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.map_err(|e| {
         anyhow::anyhow!(
             "PostgreSQL is not reachable at {admin_url} ({e}); start it with \
@@ -73,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut admin)
         .await?;
-    let db_url = with_database(&admin_url, &name);
+    let db_url = server::testing::with_database(&admin_url, &name);
 
     let result = run(rows, db_url).await;
     sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -52,23 +52,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The admin URL with its database name replaced (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    match query {
-        Some(q) => format!("{}/{name}?{q}", &base[..host_end]),
-        None => format!("{}/{name}", &base[..host_end]),
-    }
-}
-
 /// The same URL, connecting through the Unix socket directory instead of TCP.
 fn unix_url(url: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -81,8 +64,7 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("USHER_BENCH_LOG").is_some() {
         server::telemetry::init();
     }
-    let admin_url = std::env::var("USHER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin_url = server::testing::admin_url();
     let transport = std::env::var("USHER_BENCH_TRANSPORT").unwrap_or_else(|_| {
         if std::path::Path::new(SOCKET_DIR).is_dir() {
             "both".into()
@@ -138,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         println!("== sync benchmarks, PostgreSQL over {label} ==");
-        let result = run(&cfg, with_database(&url, &name)).await;
+        let result = run(&cfg, server::testing::with_database(&url, &name)).await;
         if std::env::var_os("USHER_BENCH_KEEP_DB").is_some() {
             println!("  (kept database {name})");
         } else {
@@ -326,14 +308,7 @@ impl Harness {
     }
 
     async fn gate(&self, event: &str, name: &str) -> anyhow::Result<(Uuid, String, u64)> {
-        let gate = expect_json(
-            self.http
-                .post(format!("{}/api/v1/events/{event}/gates", self.base))
-                .bearer_auth(&self.token)
-                .json(&json!({"name": name, "direction": "in"})),
-        )
-        .await?;
-        let gate_id = gate["id"].as_str().context("gate id")?;
+        let gate_id = self.plain_gate(event, name).await?;
         let code = expect_json(
             self.http
                 .post(format!(

@@ -14,6 +14,7 @@
 //!   the online redeem.
 //! - [`auth`], [`jwt`], [`crypto`]: passwords, bearer tokens, the master key and sealing.
 //! - [`error`], [`extract`]: problem+json errors and extractors that produce them.
+//! - `testing`: fresh PostgreSQL databases for the tests and benchmarks of every crate.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 pub mod tickets;
 pub mod users;
 

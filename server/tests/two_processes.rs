@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::Connection;
+use server::testing::PgDatabase;
 use sync_protocol::Hlc;
 use sync_protocol::wire::{Checkin, Decision, Direction, Method as ScanMethod, PushRequest};
 use tokio::io::AsyncWriteExt;
@@ -27,79 +27,6 @@ const ADMIN_EMAIL: &str = "ops@example.org";
 const ADMIN_PASSWORD: &str = "two processes, one database";
 
 // ---------------------------------------------------------------- PostgreSQL
-
-fn admin_url() -> String {
-    std::env::var("USHER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-/// A fresh database, dropped (`WITH (FORCE)`) on drop.
-struct PgDatabase {
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn create() -> Self {
-        let admin = admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {admin} ({e}). This test is never skipped: start \
-                 it with `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or point \
-                 USHER_TEST_DATABASE_URL at a PostgreSQL superuser connection."
-            )
-        });
-        let name = format!("usher_2proc_{}", Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("CREATE DATABASE failed");
-        conn.close().await.ok();
-        let url = with_database(&admin, &name);
-        Self { name, url }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (admin_url(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async move {
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await
-                .ok()?;
-                conn.close().await.ok()
-            })
-        })
-        .join();
-    }
-}
 
 // ---------------------------------------------------------------- server processes
 
@@ -299,7 +226,9 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admission_pushed_to_one_process_reaches_a_live_stream_on_another() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pg = PgDatabase::create().await;
+    let pg = PgDatabase::create("usher_2proc")
+        .await
+        .expect("a fresh PostgreSQL database");
     let deployment = Deployment {
         database_url: pg.url.clone(),
         master_key: format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::Settings;
 use server::auth::{Actor, Role};
-use sqlx::Connection;
+use server::testing::PgDatabase;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,8 @@ pub struct TestApp {
     pub staff: String,
     pub viewer: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    pg: Option<(String, String)>,
+    /// Dropped after the server is told to stop (fields drop after `Drop::drop`).
+    _pg: Option<PgDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -93,78 +94,10 @@ impl Resp {
     }
 }
 
-pub fn test_database_admin_url() -> String {
-    std::env::var("USHER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// The admin URL with its database name replaced.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-pub async fn create_pg_database() -> (String, String) {
-    let admin = test_database_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {admin} ({e}). The PostgreSQL tests are never skipped: \
-             start the server with `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or point \
-             USHER_TEST_DATABASE_URL at a PostgreSQL superuser connection."
-        )
-    });
-    let name = format!("usher_test_{}", Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await
-        .expect("CREATE DATABASE failed");
-    conn.close().await.ok();
-    let url = with_database(&admin, &name);
-    (name, url)
-}
-
-fn drop_pg_database(name: String) {
-    // Drop runs outside any runtime we may block; use a private one on its own thread.
-    let admin = test_database_admin_url();
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async move {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await
-            .ok()?;
-            conn.close().await.ok()
-        })
-    })
-    .join();
-}
-
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
-        }
-        if let Some((name, _)) = self.pg.take() {
-            drop_pg_database(name);
         }
     }
 }
@@ -179,11 +112,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let pg = match backend {
         Backend::Sqlite => None,
-        Backend::Postgres => Some(create_pg_database().await),
+        Backend::Postgres => Some(
+            PgDatabase::create("usher_test")
+                .await
+                .expect("a fresh PostgreSQL database"),
+        ),
     };
     let settings = Settings::for_test(
         dir.path().to_path_buf(),
-        pg.as_ref().map(|(_, url)| url.clone()),
+        pg.as_ref().map(|db| db.url.clone()),
     );
     let app = server::build(settings).await.expect("server::build");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -210,7 +147,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         staff: String::new(),
         viewer: String::new(),
         shutdown: Some(shutdown),
-        pg,
+        _pg: pg,
         _dir: dir,
     };
     app.admin = app.login(ADMIN_EMAIL, &admin_password).await;
@@ -352,16 +289,4 @@ pub fn csv_path(name: &str) -> String {
         "{}/../../shared/testdata/csv/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-#[test]
-fn database_urls_are_rewritten() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@h/db?sslmode=disable", "y"),
-        "postgres://u:p@h/y?sslmode=disable"
-    );
 }

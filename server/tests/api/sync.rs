@@ -78,23 +78,15 @@ async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) {
 
 /// A gate with no device enrolled (what staff redeem on).
 async fn plain_gate(app: &TestApp, event: &str, name: &str) -> Gate {
-    let g = app
-        .post(
-            Some(&app.admin),
-            &format!("/api/v1/events/{event}/gates"),
-            json!({"name": name, "direction": "both", "allow_reentry": true}),
-        )
-        .await
-        .assert_status(201)
-        .clone();
     Gate {
-        id: g["id"].as_str().unwrap().to_string(),
+        id: create_gate(app, event, name, None).await,
         credential: String::new(),
         next_seq: 1,
     }
 }
 
-async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> Gate {
+/// A two-way gate allowing re-entry; its id.
+async fn create_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> String {
     let g = app
         .post(
             Some(&app.admin),
@@ -104,7 +96,11 @@ async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) ->
         .await
         .assert_status(201)
         .clone();
-    let gid = g["id"].as_str().unwrap().to_string();
+    g["id"].as_str().unwrap().to_string()
+}
+
+async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> Gate {
+    let gid = create_gate(app, event, name, zone).await;
     let code = app
         .post_empty(
             Some(&app.admin),
