@@ -251,6 +251,20 @@ async fn copy_checkins(
     }
 }
 
+/// A check-in of `gate_id` as the fold sees it.
+pub fn scan_event(gate_id: Uuid, c: &Checkin) -> ScanEvent {
+    ScanEvent {
+        id: c.id,
+        gate_id,
+        seq: c.seq,
+        hlc: c.hlc,
+        direction: c.direction,
+        decision: c.decision,
+        replica_cursor: c.replica_cursor,
+        undoes: c.undoes,
+    }
+}
+
 /// Takes the merge lock of each ticket, in serial order (deadlock-free). SQLite needs none: its
 /// writers are serialised by `BEGIN IMMEDIATE`.
 pub async fn lock_tickets(tx: &mut Tx, event_id: Uuid, serials: &[u64]) -> anyhow::Result<()> {
@@ -761,18 +775,17 @@ async fn write_presence(
                 &copy,
             )
             .await?;
-            let rest: Vec<(u64, TicketState, bool)> =
-                rows.iter().filter(|r| r.2).cloned().collect();
+            let rest: Vec<_> = rows.iter().filter(|r| r.2).collect();
             return upsert_presence(tx, event_id, &rest).await;
         }
     }
-    upsert_presence(tx, event_id, rows).await
+    upsert_presence(tx, event_id, &rows.iter().collect::<Vec<_>>()).await
 }
 
 async fn upsert_presence(
     tx: &mut Tx,
     event_id: Uuid,
-    rows: &[(u64, TicketState, bool)],
+    rows: &[&(u64, TicketState, bool)],
 ) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());

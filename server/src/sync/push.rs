@@ -17,7 +17,6 @@ use crate::error::ApiError;
 use crate::extract::Json;
 use crate::state::AppState;
 use crate::store::{self, Tx, now_ms, tx_run};
-use sync_protocol::merge::ScanEvent;
 
 /// Most check-ins accepted in one push.
 pub const MAX_BATCH: usize = 5_000;
@@ -202,26 +201,13 @@ pub async fn merge_push(
             .await?
     });
     let policy = merge::policy(&mut tx, gate.event_id).await?;
-    let pending: Vec<(u64, ScanEvent)> = rows
+    let pending: Vec<_> = rows
         .iter()
         .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
         .filter_map(|r| {
             let c = &r.checkin;
-            c.ticket_serial.map(|serial| {
-                (
-                    serial,
-                    ScanEvent {
-                        id: c.id,
-                        gate_id: gate.gate_id,
-                        seq: c.seq,
-                        hlc: c.hlc,
-                        direction: c.direction,
-                        decision: c.decision,
-                        replica_cursor: c.replica_cursor,
-                        undoes: c.undoes,
-                    },
-                )
-            })
+            c.ticket_serial
+                .map(|serial| (serial, merge::scan_event(gate.gate_id, c)))
         })
         .collect();
     let refolded = merge::refold_stored(

@@ -27,7 +27,7 @@ use sqlx::FromRow;
 use sync_protocol::decide::{
     Credential, GatePolicy, check_ticket, check_window, check_zone, parse_text,
 };
-use sync_protocol::merge::{FoldPolicy, ScanEvent};
+use sync_protocol::merge::FoldPolicy;
 use sync_protocol::wire::{Checkin, Decision, Direction, Method, Reason};
 use sync_protocol::{KeyRing, ShortCode};
 use tokio::sync::oneshot;
@@ -92,11 +92,7 @@ impl FromRequestParts<AppState> for RedeemAuth {
                     .and_then(|m| m.get(&e).map(|c| c.shared.clone()))
             });
             if let Some(sh) = &shared
-                && let Some(g) = sh.credentials.lock().ok().and_then(|m| {
-                    m.get(&hash)
-                        .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-                        .map(|(g, _)| *g)
-                })
+                && let Some(g) = fresh(&sh.credentials, &hash)
             {
                 return Ok(RedeemAuth::Gate(g));
             }
@@ -166,6 +162,17 @@ struct EventShared {
     /// Whether a device is enrolled on a gate ([`has_device`]).
     devices: Mutex<HashMap<Uuid, (bool, Instant)>>,
     queue: Mutex<Queue>,
+}
+
+/// A cached value younger than [`CACHE_TTL`].
+fn fresh<K: std::hash::Hash + Eq, V: Clone>(
+    cache: &Mutex<HashMap<K, (V, Instant)>>,
+    key: &K,
+) -> Option<V> {
+    let m = cache.lock().ok()?;
+    m.get(key)
+        .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+        .map(|(v, _)| v.clone())
 }
 
 impl std::fmt::Debug for EventShared {
@@ -264,11 +271,8 @@ async fn gate_row(
     event_id: Uuid,
     gate_id: Uuid,
 ) -> Result<Option<GateLite>, ApiError> {
-    if let Ok(m) = cache.shared.gates.lock()
-        && let Some((g, at)) = m.get(&gate_id)
-        && at.elapsed() < CACHE_TTL
-    {
-        return Ok(Some(g.clone()));
+    if let Some(g) = fresh(&cache.shared.gates, &gate_id) {
+        return Ok(Some(g));
     }
     let gate: Option<GateLite> = db_run!(&state.db, p => {
         sqlx::query_as(GATE_SQL).bind(gate_id).fetch_optional(p).await?
@@ -286,11 +290,8 @@ async fn gate_row(
 /// Whether a device is enrolled on the gate (it has an active credential), from the cache when
 /// fresh: an enrollment reaches the check within [`CACHE_TTL`].
 async fn has_device(state: &AppState, cache: &EventCache, gate_id: Uuid) -> Result<bool, ApiError> {
-    if let Ok(m) = cache.shared.devices.lock()
-        && let Some((enrolled, at)) = m.get(&gate_id)
-        && at.elapsed() < CACHE_TTL
-    {
-        return Ok(*enrolled);
+    if let Some(enrolled) = fresh(&cache.shared.devices, &gate_id) {
+        return Ok(enrolled);
     }
     let n: i64 = db_run!(&state.db, p => {
         sqlx::query_scalar(
@@ -1004,19 +1005,7 @@ async fn try_batch(
             undoes: None,
         };
         if let Some(s) = d.serial {
-            pending.push((
-                s,
-                ScanEvent {
-                    id: checkin.id,
-                    gate_id: scan.gate_id,
-                    seq: checkin.seq,
-                    hlc: checkin.hlc,
-                    direction: checkin.direction,
-                    decision: checkin.decision,
-                    replica_cursor: checkin.replica_cursor,
-                    undoes: None,
-                },
-            ));
+            pending.push((s, merge::scan_event(scan.gate_id, &checkin)));
         }
         outs.push((
             d.i,
