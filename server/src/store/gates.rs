@@ -21,12 +21,19 @@ pub struct GateRow {
     pub updated_at: i64,
 }
 
+/// The columns of [`GateRow`]; the caller appends the `WHERE`.
+macro_rules! select_gate {
+    () => {
+        "SELECT id, event_id, name, zone, direction, zone_mask, allow_reentry, beacon_config,
+                mesh_addr, is_active, created_at, updated_at
+         FROM gates "
+    };
+}
+
 pub async fn get(db: &Db, event_id: Uuid, id: Uuid) -> sqlx::Result<Option<GateRow>> {
     db_run!(db, p => {
         sqlx::query_as(
-            "SELECT id, event_id, name, zone, direction, zone_mask, allow_reentry, beacon_config,
-                    mesh_addr, is_active, created_at, updated_at
-             FROM gates WHERE event_id = $1 AND id = $2",
+            concat!(select_gate!(), "WHERE event_id = $1 AND id = $2"),
         )
         .bind(event_id)
         .bind(id)
@@ -38,9 +45,7 @@ pub async fn get(db: &Db, event_id: Uuid, id: Uuid) -> sqlx::Result<Option<GateR
 pub async fn get_tx(tx: &mut Tx, event_id: Uuid, id: Uuid) -> sqlx::Result<Option<GateRow>> {
     tx_run!(tx, c => {
         sqlx::query_as(
-            "SELECT id, event_id, name, zone, direction, zone_mask, allow_reentry, beacon_config,
-                    mesh_addr, is_active, created_at, updated_at
-             FROM gates WHERE event_id = $1 AND id = $2",
+            concat!(select_gate!(), "WHERE event_id = $1 AND id = $2"),
         )
         .bind(event_id)
         .bind(id)
@@ -52,9 +57,7 @@ pub async fn get_tx(tx: &mut Tx, event_id: Uuid, id: Uuid) -> sqlx::Result<Optio
 pub async fn list(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateRow>> {
     db_run!(db, p => {
         sqlx::query_as(
-            "SELECT id, event_id, name, zone, direction, zone_mask, allow_reentry, beacon_config,
-                    mesh_addr, is_active, created_at, updated_at
-             FROM gates WHERE event_id = $1 ORDER BY id",
+            concat!(select_gate!(), "WHERE event_id = $1 ORDER BY id"),
         )
         .bind(event_id)
         .fetch_all(p)
@@ -65,9 +68,7 @@ pub async fn list(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateRow>> {
 pub async fn list_tx(tx: &mut Tx, event_id: Uuid) -> sqlx::Result<Vec<GateRow>> {
     tx_run!(tx, c => {
         sqlx::query_as(
-            "SELECT id, event_id, name, zone, direction, zone_mask, allow_reentry, beacon_config,
-                    mesh_addr, is_active, created_at, updated_at
-             FROM gates WHERE event_id = $1 ORDER BY id",
+            concat!(select_gate!(), "WHERE event_id = $1 ORDER BY id"),
         )
         .bind(event_id)
         .fetch_all(&mut *c)

@@ -85,6 +85,19 @@ async fn plain_gate(app: &TestApp, event: &str, name: &str) -> Gate {
     }
 }
 
+/// A one-time enrollment code for the gate.
+async fn enrollment_code(app: &TestApp, event: &str, gate_id: &str) -> String {
+    app.post_empty(
+        Some(&app.admin),
+        &format!("/api/v1/events/{event}/gates/{gate_id}/enrollments"),
+    )
+    .await
+    .assert_status(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A two-way gate allowing re-entry; its id.
 async fn create_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> String {
     let g = app
@@ -101,16 +114,7 @@ async fn create_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>)
 
 async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> Gate {
     let gid = create_gate(app, event, name, zone).await;
-    let code = app
-        .post_empty(
-            Some(&app.admin),
-            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
-        )
-        .await
-        .assert_status(201)["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = enrollment_code(app, event, &gid).await;
     let e = app
         .post(
             None,
@@ -220,16 +224,7 @@ async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
         .assert_status(201)
         .clone();
     let gid = g["id"].as_str().unwrap();
-    let code = app
-        .post_empty(
-            Some(&app.admin),
-            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
-        )
-        .await
-        .assert_status(201)["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = enrollment_code(&app, &event, gid).await;
     app.post(None, "/sync/v1/enroll", json!({"code": code}))
         .await
         .assert_problem(422, Some("device_name"));
@@ -329,16 +324,7 @@ async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
     )
     .await
     .assert_status(200);
-    let code3 = app
-        .post_empty(
-            Some(&app.admin),
-            &format!("/api/v1/events/{event}/gates/{gid}/enrollments"),
-        )
-        .await
-        .assert_status(201)["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code3 = enrollment_code(&app, &event, gid).await;
     let second = app
         .post(
             None,
