@@ -412,13 +412,12 @@ impl Gate {
         if already {
             return Err(GateError::CannotUndo(id, "it was already undone"));
         }
-        let (seq, last) = replica::outbox::next_seq_and_clock(&tx)?;
-        let hlc = HlcClock::resume(last).now(now_ms);
-        let replica_cursor = replica::read_meta(&tx, "replica_cursor")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let scanned_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let LogPosition {
+            seq,
+            hlc,
+            replica_cursor,
+            scanned_at,
+        } = next_position(&tx, now_ms)?;
         let checkin = Checkin {
             id: Uuid::now_v7(),
             seq,
@@ -469,6 +468,30 @@ struct Prepared {
     operator_override: Option<String>,
 }
 
+/// Where the next outbox row stands: its seq, its clock reading (after the last row's), the
+/// replica cursor it is decided against, and the scan time.
+struct LogPosition {
+    seq: u64,
+    hlc: Hlc,
+    replica_cursor: u64,
+    scanned_at: OffsetDateTime,
+}
+
+/// [`LogPosition`] of the next row; the caller holds the write lock.
+fn next_position(tx: &rusqlite::Connection, now_ms: u64) -> Result<LogPosition, GateError> {
+    let (seq, last) = replica::outbox::next_seq_and_clock(tx)?;
+    let replica_cursor = replica::read_meta(tx, "replica_cursor")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(LogPosition {
+        seq,
+        hlc: HlcClock::resume(last).now(now_ms),
+        replica_cursor,
+        scanned_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    })
+}
+
 /// Under the write lock: revocation and presence, then the outbox row and the presence update.
 fn record(
     tx: &rusqlite::Connection,
@@ -513,13 +536,12 @@ fn record(
         (Err(r), None) => (Decision::Reject, Some(r), None),
     };
 
-    let (seq, last) = replica::outbox::next_seq_and_clock(tx)?;
-    let hlc = HlcClock::resume(last).now(now_ms);
-    let replica_cursor = replica::read_meta(tx, "replica_cursor")?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let scanned_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let LogPosition {
+        seq,
+        hlc,
+        replica_cursor,
+        scanned_at,
+    } = next_position(tx, now_ms)?;
     let checkin = Checkin {
         id: Uuid::now_v7(),
         seq,
