@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::notify::Live;
 use crate::store::{Tx, tx_run};
 
-fn i64_of(v: u64) -> anyhow::Result<i64> {
+pub(crate) fn i64_of(v: u64) -> anyhow::Result<i64> {
     Ok(i64::try_from(v)?)
 }
 

@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::gate_auth::{self, GateAuth};
-use super::merge::{self, Row};
+use super::merge::{self, Row, i64_of};
 use super::notify::Live;
 use crate::auth::{Auth, Role};
 use crate::error::ApiError;
@@ -709,10 +709,6 @@ async fn ticket_states(
             .await?,
         };
     Ok(rows.into_iter().map(|r| (r.serial, r)).collect())
-}
-
-fn i64_of(v: u64) -> Result<i64, ApiError> {
-    i64::try_from(v).map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// A copy of a batch-wide error for each scan it hits.
