@@ -9,7 +9,6 @@
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 fn csv(rows: usize) -> Vec<u8> {
     let mut out = String::with_capacity(rows * 110);
@@ -44,26 +43,9 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let admin_url = server::testing::admin_url();
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.map_err(|e| {
-        anyhow::anyhow!(
-            "PostgreSQL is not reachable at {admin_url} ({e}); start it with \
-             `pg_ctlcluster --skip-systemctl-redirect 15 main start`"
-        )
-    })?;
-    let name = format!("usher_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await?;
-    let db_url = server::testing::with_database(&admin_url, &name);
-
-    let result = run(rows, db_url).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    result
+    // Dropped (with the database) when the run ends, whatever its result.
+    let db = server::testing::PgDatabase::create("usher_bench").await?;
+    run(rows, db.url.clone()).await
 }
 
 async fn run(rows: usize, db_url: String) -> anyhow::Result<()> {
