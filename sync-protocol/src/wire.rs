@@ -19,77 +19,121 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 /// Request header carrying the protocol version.
 pub const PROTOCOL_HEADER: &str = "usher-protocol";
 
-/// How a credential reached the gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    Qr,
-    Code,
-    Ble,
-    Manual,
+/// A wire enum with exactly one string form: serde, [`as_str`](Reason::as_str),
+/// [`parse`](Reason::parse), `FromStr` and `Display` all come from the one list of
+/// `Variant = "name"` pairs, so a database column, a metric label and the JSON agree.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text)] $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The value with this wire name.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                $name::parse(s).ok_or_else(|| UnknownName {
+                    kind: stringify!($name),
+                    value: s.chars().take(64).collect(),
+                })
+            }
+        }
+    };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    In,
-    Out,
+/// A string that names no value of a wire enum (e.g. a corrupt database column).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a {kind}")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub value: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Admit,
-    Reject,
+wire_enum! {
+    /// How a credential reached the gate.
+    pub enum Method {
+        Qr = "qr",
+        Code = "code",
+        Ble = "ble",
+        Manual = "manual",
+    }
 }
 
-/// Why a credential was rejected (DESIGN §3). The same enum on gates and the server, so an
-/// operator sees the same words everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    InvalidSignature,
-    UnknownKey,
-    WrongEvent,
-    NotYetValid,
-    Expired,
-    Revoked,
-    AlreadyInside,
-    WrongZone,
-    UnknownCode,
-    Malformed,
+wire_enum! {
+    /// Which way a person passes a gate.
+    pub enum Direction {
+        In = "in",
+        Out = "out",
+    }
+}
+
+impl Direction {
+    /// The other way (an undo reverses a movement).
+    pub const fn reverse(self) -> Direction {
+        match self {
+            Direction::In => Direction::Out,
+            Direction::Out => Direction::In,
+        }
+    }
+}
+
+wire_enum! {
+    pub enum Decision {
+        Admit = "admit",
+        Reject = "reject",
+    }
+}
+
+wire_enum! {
+    /// Why a credential was rejected (DESIGN §3). The same enum on gates and the server, so an
+    /// operator sees the same words everywhere.
+    pub enum Reason {
+        InvalidSignature = "invalid_signature",
+        UnknownKey = "unknown_key",
+        WrongEvent = "wrong_event",
+        NotYetValid = "not_yet_valid",
+        Expired = "expired",
+        Revoked = "revoked",
+        /// The holder is inside right now.
+        AlreadyInside = "already_inside",
+        /// The holder went in and came out, and this gate is single entry.
+        ReentryNotAllowed = "reentry_not_allowed",
+        WrongZone = "wrong_zone",
+        /// This gate does not let people through in the requested direction.
+        WrongDirection = "wrong_direction",
+        UnknownCode = "unknown_code",
+        Malformed = "malformed",
+    }
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
-        Reason::InvalidSignature,
-        Reason::UnknownKey,
-        Reason::WrongEvent,
-        Reason::NotYetValid,
-        Reason::Expired,
-        Reason::Revoked,
-        Reason::AlreadyInside,
-        Reason::WrongZone,
-        Reason::UnknownCode,
-        Reason::Malformed,
-    ];
-
-    /// The snake_case wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InvalidSignature => "invalid_signature",
-            Reason::UnknownKey => "unknown_key",
-            Reason::WrongEvent => "wrong_event",
-            Reason::NotYetValid => "not_yet_valid",
-            Reason::Expired => "expired",
-            Reason::Revoked => "revoked",
-            Reason::AlreadyInside => "already_inside",
-            Reason::WrongZone => "wrong_zone",
-            Reason::UnknownCode => "unknown_code",
-            Reason::Malformed => "malformed",
-        }
-    }
-
     /// What the operator screen says.
     pub fn describe(self) -> &'static str {
         match self {
@@ -100,70 +144,30 @@ impl Reason {
             Reason::Expired => "Ticket has expired",
             Reason::Revoked => "Ticket was revoked",
             Reason::AlreadyInside => "Already checked in",
+            Reason::ReentryNotAllowed => "Already used: this gate allows one entry per ticket",
             Reason::WrongZone => "Ticket does not open this zone",
+            Reason::WrongDirection => "This gate does not let people through in that direction",
             Reason::UnknownCode => "Unknown code",
             Reason::Malformed => "Not a readable ticket",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == s)
-    }
 }
 
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Kinds of conflict the merge reports (DESIGN §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConflictKind {
-    /// A second gate admitted a ticket that was already inside.
-    DuplicateAdmission,
-    /// The same gate admitted a ticket that was already inside.
-    Passback,
-    /// An exit of a ticket that was not inside.
-    ExitWithoutEntry,
-    /// Admitted after a revocation the gate could not yet know of (expected while offline).
-    LateRevocation,
-    /// Admitted after a revocation the gate already had: an operator override or a bug.
-    AdmittedDespiteKnownRevocation,
-    /// Revoked while the holder was inside.
-    RevokedWhileInside,
-}
-
-impl ConflictKind {
-    pub const ALL: [ConflictKind; 6] = [
-        ConflictKind::DuplicateAdmission,
-        ConflictKind::Passback,
-        ConflictKind::ExitWithoutEntry,
-        ConflictKind::LateRevocation,
-        ConflictKind::AdmittedDespiteKnownRevocation,
-        ConflictKind::RevokedWhileInside,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConflictKind::DuplicateAdmission => "duplicate_admission",
-            ConflictKind::Passback => "passback",
-            ConflictKind::ExitWithoutEntry => "exit_without_entry",
-            ConflictKind::LateRevocation => "late_revocation",
-            ConflictKind::AdmittedDespiteKnownRevocation => "admitted_despite_known_revocation",
-            ConflictKind::RevokedWhileInside => "revoked_while_inside",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ConflictKind> {
-        ConflictKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for ConflictKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+wire_enum! {
+    /// Kinds of conflict the merge reports (DESIGN §5).
+    pub enum ConflictKind {
+        /// A second gate admitted a ticket that was already inside.
+        DuplicateAdmission = "duplicate_admission",
+        /// The same gate admitted a ticket that was already inside.
+        Passback = "passback",
+        /// An exit of a ticket that was not inside.
+        ExitWithoutEntry = "exit_without_entry",
+        /// Admitted after a revocation the gate could not yet know of (expected while offline).
+        LateRevocation = "late_revocation",
+        /// Admitted after a revocation the gate already had: an operator override or a bug.
+        AdmittedDespiteKnownRevocation = "admitted_despite_known_revocation",
+        /// Revoked while the holder was inside.
+        RevokedWhileInside = "revoked_while_inside",
     }
 }
 
@@ -251,13 +255,14 @@ impl Checkin {
     }
 }
 
-/// Ticket status as replicated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketStatus {
-    #[default]
-    Valid,
-    Revoked,
+wire_enum! {
+    /// Ticket status as replicated.
+    #[derive(Default)]
+    pub enum TicketStatus {
+        #[default]
+        Valid = "valid",
+        Revoked = "revoked",
+    }
 }
 
 /// A ticket row of the replica: what a gate needs to decide without the network and to show the
@@ -307,13 +312,15 @@ pub struct SigningKeyChange {
     pub retired: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum GateDirection {
-    In,
-    Out,
-    #[default]
-    Both,
+wire_enum! {
+    /// Which ways a gate lets people through.
+    #[derive(Default)]
+    pub enum GateDirection {
+        In = "in",
+        Out = "out",
+        #[default]
+        Both = "both",
+    }
 }
 
 /// BLE presence settings of a gate.
@@ -432,20 +439,20 @@ pub struct PushRequest {
     pub checkins: Vec<Checkin>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PushStatus {
-    Stored,
-    Duplicate,
-    Invalid,
+wire_enum! {
+    pub enum PushStatus {
+        Stored = "stored",
+        Duplicate = "duplicate",
+        Invalid = "invalid",
+    }
 }
 
-/// The merged state of the ticket after a check-in, as the server sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Inside,
-    Outside,
+wire_enum! {
+    /// The merged state of the ticket after a check-in, as the server sees it.
+    pub enum Outcome {
+        Inside = "inside",
+        Outside = "outside",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -560,14 +567,28 @@ mod tests {
 
     #[test]
     fn reasons_and_conflict_kinds_use_their_wire_names() {
-        for r in Reason::ALL {
-            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
-            assert_eq!(Reason::parse(r.as_str()), Some(r));
+        fn check<T>(all: &[T])
+        where
+            T: Copy + PartialEq + std::fmt::Debug + Serialize + std::fmt::Display,
+            T: std::str::FromStr + serde::de::DeserializeOwned,
+        {
+            for &v in all {
+                let name = v.to_string();
+                assert_eq!(serde_json::to_value(v).unwrap(), json!(name));
+                assert_eq!(serde_json::from_value::<T>(json!(name)).unwrap(), v);
+                assert_eq!(name.parse::<T>().ok(), Some(v));
+            }
+            assert!("no such name".parse::<T>().is_err());
         }
-        for k in ConflictKind::ALL {
-            assert_eq!(serde_json::to_value(k).unwrap(), json!(k.as_str()));
-            assert_eq!(ConflictKind::parse(k.as_str()), Some(k));
-        }
+        check(Reason::ALL);
+        check(ConflictKind::ALL);
+        check(Method::ALL);
+        check(Direction::ALL);
+        check(Decision::ALL);
+        check(TicketStatus::ALL);
+        check(GateDirection::ALL);
+        check(PushStatus::ALL);
+        check(Outcome::ALL);
     }
 
     #[test]
