@@ -4,16 +4,17 @@
 //! [`App::port`]. Storage is PostgreSQL when `DATABASE_URL` is set, else an embedded SQLite file.
 //!
 //! # Layout
-//! - [`settings`]: flags/env ([`Settings`]), secrets masked.
-//! - [`store`]: the [`store::Db`] handle over both backends, migrations, one module per table
-//!   group, and [`store::changes`], the replication change log every gate-visible write appends to.
-//! - [`routes`]: axum handlers of `/api/v1`, health, metrics, OpenAPI.
-//! - [`tickets`]: event key material, signed credentials, short codes, QR rendering.
+//! Imports run downward only: `http` → `service` → `store` / `live` → `domain`. The admission
+//! and merge rules themselves are pure functions in `sync_protocol`.
+//! - [`http`]: the router, `/api/v1` and `/sync/v1` handlers, extractors, problem+json, OpenAPI,
+//!   health and metrics.
+//! - [`service`]: use cases (push and merge, online redeem, enrollment, tickets, users) and the
+//!   unit of work.
+//! - [`store`]: all SQL, over PostgreSQL or SQLite behind one [`store::Db`] handle.
+//! - [`live`]: live fan-out to SSE clients, long polls and other server processes.
+//! - [`domain`]: errors, roles and tokens, keys, event settings: no HTTP, no SQL.
 //! - [`import`]: the streaming CSV participant parser.
-//! - [`sync`]: what gates talk to (`/sync/v1`), the check-in merge, conflicts, live streams and
-//!   the online redeem.
-//! - [`auth`], [`jwt`], [`crypto`]: passwords, bearer tokens, the master key and sealing.
-//! - [`error`], [`extract`]: problem+json errors and extractors that produce them.
+//! - [`settings`]: flags/env ([`Settings`]), secrets masked.
 //! - `testing`: fresh PostgreSQL databases for the tests and benchmarks of every crate.
 
 use std::future::Future;
@@ -27,26 +28,19 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub mod auth;
-pub mod crypto;
-pub mod error;
-pub mod extract;
+pub mod domain;
+pub mod http;
 pub mod import;
-pub mod jwt;
-pub mod metrics;
-pub mod routes;
+pub mod live;
+pub mod service;
 pub mod settings;
-pub mod state;
 pub mod store;
-pub mod sync;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
-pub mod tickets;
-pub mod users;
 
+pub use service::AppState;
 pub use settings::Settings;
-pub use state::AppState;
 pub use store::Db;
 
 /// A built server: database migrated, admin bootstrapped, listener bound.
@@ -67,9 +61,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
             settings.data_dir.display()
         )
     })?;
-    let master = crypto::MasterKey::load(&settings)?;
+    let master = domain::crypto::MasterKey::load(&settings)?;
     let db = Db::connect(&settings).await?;
-    let initial_admin_password = users::bootstrap_admin(&db, &settings.admin_email).await?;
+    let initial_admin_password =
+        service::users::bootstrap_admin(&db, &settings.admin_email).await?;
     if let Some(password) = &initial_admin_password {
         // Deliberately stdout and not the log: the password must not end up in log storage.
         println!(
@@ -95,8 +90,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
 /// metrics.
 pub fn app_router(state: AppState) -> axum::Router {
     let x_request_id = HeaderName::from_static("x-request-id");
-    routes::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, metrics::track))
+    http::ops::recorder();
+    http::router(state)
+        .layer(axum::middleware::from_fn(http::ops::track))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(
@@ -202,13 +198,13 @@ pub async fn admin_create(
     settings: &Settings,
     email: &str,
     password: &str,
-    role: auth::Role,
+    role: domain::auth::Role,
 ) -> anyhow::Result<()> {
     let db = Db::connect(settings).await?;
-    users::create(&db, &auth::Actor::system(), email, password, role)
+    service::users::create(&db, &domain::auth::Actor::system(), email, password, role)
         .await
         .map_err(|e| match e {
-            error::ApiError::Validation { detail, .. } => anyhow::anyhow!(detail),
+            domain::Error::Validation { detail, .. } => anyhow::anyhow!(detail),
             other => anyhow::anyhow!(other.to_string()),
         })?;
     db.close().await;

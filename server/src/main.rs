@@ -5,7 +5,7 @@ use std::io::Read;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use server::Settings;
-use server::auth::Role;
+use server::domain::auth::Role;
 
 #[derive(Debug, Parser)]
 #[command(name = "server", version, about = "Usher check-in server")]

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::{Tx, now_ms, tx_run};
-use crate::auth::Actor;
+use crate::domain::auth::Actor;
 
 /// Records an action inside the writing transaction, so the trail and the change commit together.
 pub async fn record(

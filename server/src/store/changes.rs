@@ -153,11 +153,11 @@ pub async fn append(
     }
     // Wake long-polling gates and SSE clients of every server process: a notification sent
     // inside the transaction is delivered exactly when it commits (SQLite has one process; its
-    // notifier watches the counters instead, see `sync::notify`).
+    // notifier watches the counters instead, see `live`).
     if let Tx::Postgres(t) = tx {
         let payload = serde_json::json!({"type": "changes", "event_id": event_id, "head": last});
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::sync::notify::CHANNEL)
+            .bind(crate::domain::live::CHANNEL)
             .bind(payload.to_string())
             .execute(&mut **t)
             .await?;
@@ -169,7 +169,7 @@ pub async fn append(
 /// `changes` notification in one statement — two round trips fewer for every small writer (an
 /// online redeem, a gate edit), inside the section serialised by the counter lock. The counter
 /// row is updated (and locked) by the CTE before the first row is inserted; the rows take
-/// `last - n + 1 ..= last` in order. The payload is [`crate::sync::notify::Live::Changes`] as
+/// `last - n + 1 ..= last` in order. The payload is [`crate::domain::live::Live::Changes`] as
 /// JSON, built by PostgreSQL. Returns `last`.
 async fn append_small(
     t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -214,7 +214,7 @@ async fn append_small(
     .bind(&keys)
     .bind(&deleted)
     .bind(&data)
-    .bind(crate::sync::notify::CHANNEL)
+    .bind(crate::domain::live::CHANNEL)
     .fetch_optional(&mut **t)
     .await?;
     let last =
@@ -309,6 +309,19 @@ pub async fn list_after(
 }
 
 /// The last sequence number handed out for an event (0 when none).
+/// Every event's change-log head (the SQLite live feed polls this).
+pub async fn heads(db: &Db) -> sqlx::Result<Vec<(Uuid, u64)>> {
+    let rows: Vec<(Uuid, i64)> = db_run!(db, p => {
+        sqlx::query_as("SELECT event_id, last_seq FROM change_counters")
+            .fetch_all(p)
+            .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(e, h)| (e, u64::try_from(h).unwrap_or(0)))
+        .collect())
+}
+
 pub async fn head(db: &Db, event_id: Uuid) -> sqlx::Result<u64> {
     let last: Option<i64> = db_run!(db, p => {
         sqlx::query_scalar("SELECT last_seq FROM change_counters WHERE event_id = $1")
@@ -328,4 +341,35 @@ pub async fn head_tx(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<u64> {
             .await?
     });
     Ok(last.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}
+
+/// A stored change as the pull sends it.
+#[derive(Debug, FromRow)]
+pub struct RawChange {
+    pub change_seq: i64,
+    pub kind: String,
+    pub deleted: bool,
+    /// The payload as JSON text.
+    pub data: String,
+}
+
+/// Up to `limit + 1` changes of the event after `after` (the extra one says there are more).
+pub async fn page(
+    db: &Db,
+    event_id: Uuid,
+    after: u64,
+    limit: u32,
+) -> anyhow::Result<Vec<RawChange>> {
+    let after = i64::try_from(after)?;
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT change_seq, kind, deleted, data FROM changes
+             WHERE event_id = $1 AND change_seq > $2 ORDER BY change_seq LIMIT $3",
+        )
+        .bind(event_id)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(p)
+        .await?
+    }))
 }

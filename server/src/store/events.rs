@@ -19,7 +19,7 @@ pub struct EventRow {
     pub updated_at: i64,
 }
 
-/// Sealed per-event secrets (see [`crate::crypto::MasterKey::seal`]).
+/// Sealed per-event secrets (see [`crate::domain::crypto::MasterKey::seal`]).
 #[derive(Debug, Clone, FromRow)]
 pub struct EventSecrets {
     pub event_tag: i64,
@@ -34,6 +34,13 @@ pub struct SigningKeyRow {
     pub secret_key: Vec<u8>,
     pub created_at: i64,
     pub retired_at: Option<i64>,
+}
+
+/// The event, or `NotFound("event")`.
+pub async fn require(db: &Db, id: Uuid) -> Result<EventRow, crate::domain::Error> {
+    get(db, id)
+        .await?
+        .ok_or(crate::domain::Error::NotFound("event"))
 }
 
 pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<EventRow>> {

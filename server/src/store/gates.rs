@@ -1,9 +1,21 @@
 //! Gates and their one-time enrollment codes.
 
 use sqlx::FromRow;
+use sync_protocol::wire::GateDirection;
 use uuid::Uuid;
 
 use super::{Db, Tx, db_run, tx_run};
+use crate::domain::Error;
+use crate::domain::gate::GateAuth;
+
+impl GateRow {
+    /// The stored direction, typed.
+    pub fn direction(&self) -> Result<GateDirection, Error> {
+        self.direction
+            .parse()
+            .map_err(|e| Error::Internal(anyhow::Error::from(e)))
+    }
+}
 
 #[derive(Debug, Clone, FromRow)]
 pub struct GateRow {
@@ -151,4 +163,102 @@ pub async fn insert_enrollment(
         .await?;
     });
     Ok(())
+}
+
+#[derive(FromRow)]
+struct CredentialRow {
+    gate_id: Uuid,
+    event_id: Uuid,
+    is_active: bool,
+    revoked_at: Option<i64>,
+}
+
+/// The gate a credential (by its SHA-256) authenticates. `None` when unknown, revoked, or the
+/// gate is deactivated.
+pub async fn credential(db: &Db, hash: &[u8; 32]) -> Result<Option<GateAuth>, Error> {
+    let row: Option<CredentialRow> = db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT c.gate_id, c.event_id, g.is_active, c.revoked_at
+             FROM gate_credentials c JOIN gates g ON g.id = c.gate_id
+             WHERE c.token_hash = $1",
+        )
+        .bind(&hash[..])
+        .fetch_optional(p)
+        .await?
+    });
+    Ok(row
+        .filter(|r| r.is_active && r.revoked_at.is_none())
+        .map(|r| GateAuth {
+            gate_id: r.gate_id,
+            event_id: r.event_id,
+        }))
+}
+
+/// Marks the gate's live credentials as seen now.
+pub async fn touch_credentials(tx: &mut Tx, gate_id: Uuid, now: i64) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query(
+            "UPDATE gate_credentials SET last_seen_at = $2 WHERE gate_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(gate_id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(())
+}
+
+/// Spends a one-time enrollment code (by its SHA-256): `(event_id, gate_id)` when it was
+/// unused and unexpired.
+pub async fn claim_code(
+    tx: &mut Tx,
+    hash: &[u8; 32],
+    now: i64,
+) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+    Ok(tx_run!(tx, c => {
+        sqlx::query_as(
+            "UPDATE enrollment_codes SET used_at = $2
+             WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2
+             RETURNING event_id, gate_id",
+        )
+        .bind(&hash[..])
+        .bind(now)
+        .fetch_optional(&mut *c)
+        .await?
+    }))
+}
+
+/// Revokes the gate's credentials and stores a new one; returns the seq the new device's log
+/// continues at.
+pub async fn replace_credential(
+    tx: &mut Tx,
+    gate: &GateRow,
+    token_hash: &[u8; 32],
+    device_name: &str,
+    now: i64,
+) -> sqlx::Result<i64> {
+    Ok(tx_run!(tx, c => {
+        sqlx::query(
+            "UPDATE gate_credentials SET revoked_at = $2 WHERE gate_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(gate.id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query(
+            "INSERT INTO gate_credentials (token_hash, gate_id, event_id, device_name, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token_hash[..])
+        .bind(gate.id)
+        .bind(gate.event_id)
+        .bind(device_name)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkins WHERE gate_id = $1")
+            .bind(gate.id)
+            .fetch_one(&mut *c)
+            .await?
+    }))
 }

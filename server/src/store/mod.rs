@@ -23,11 +23,15 @@ use crate::settings::Settings;
 
 pub mod audit;
 pub mod changes;
+pub mod checkins;
 pub mod events;
 pub mod gates;
+pub mod live;
 pub mod nodelay;
 pub mod participants;
 pub mod pgcopy;
+pub mod redeem;
+pub mod reports;
 pub mod tickets;
 pub mod users;
 
@@ -219,6 +223,16 @@ impl Db {
         db_run!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
     }
 
+    /// Whether [`Db::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        db_run!(self, p => p.is_closed())
+    }
+
+    /// (connections open, of which idle), for the metrics.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        db_run!(self, p => (p.size(), p.num_idle()))
+    }
+
     pub async fn close(&self) {
         db_run!(self, p => p.close().await)
     }
@@ -240,21 +254,12 @@ impl Tx {
     }
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
+pub use crate::domain::{ms_to_time, now_ms, time_to_ms};
 
-/// Milliseconds → a date-time for the API edge (RFC 3339). Out-of-range values clamp to the epoch.
-pub fn ms_to_time(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
-/// A date-time from the API → milliseconds.
-pub fn time_to_ms(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+impl From<sqlx::Error> for crate::domain::Error {
+    fn from(e: sqlx::Error) -> Self {
+        crate::domain::Error::Internal(anyhow::Error::new(e).context("database error"))
+    }
 }
 
 /// Is this error a unique-constraint violation (on either backend)?

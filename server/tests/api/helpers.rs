@@ -11,7 +11,7 @@ use std::sync::Once;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::Settings;
-use server::auth::{Actor, Role};
+use server::domain::auth::{Actor, Role};
 use server::testing::PgDatabase;
 use uuid::Uuid;
 
@@ -134,7 +134,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         let _ = rx.await;
     }));
     for (email, role) in [(STAFF_EMAIL, Role::Staff), (VIEWER_EMAIL, Role::Viewer)] {
-        server::users::create(&db, &Actor::system(), email, PASSWORD, role)
+        server::service::users::create(&db, &Actor::system(), email, PASSWORD, role)
             .await
             .expect("create user");
     }

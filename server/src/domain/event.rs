@@ -1,0 +1,103 @@
+//! Events: their lifecycle status and their settings, parsed once.
+
+use serde::{Deserialize, Serialize};
+use sync_protocol::merge::FoldPolicy;
+
+use super::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    Draft,
+    Live,
+    Closed,
+    Archived,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Draft => "draft",
+            EventStatus::Live => "live",
+            EventStatus::Closed => "closed",
+            EventStatus::Archived => "archived",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| Error::Internal(anyhow::anyhow!("bad event status {s:?} in database")))
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_margin() -> u32 {
+    6
+}
+
+/// Per-event behaviour. Unknown keys are refused so a typo does not silently do nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Any number of check-ins per ticket (no "already inside").
+    #[serde(default)]
+    pub allow_multiple_checkins: bool,
+    /// Gates decide locally and sync when they can (always true today).
+    #[serde(default = "default_true")]
+    pub offline_mode: bool,
+    /// New tickets are valid from `starts_at` minus this many hours until `ends_at` plus this
+    /// many hours.
+    #[serde(default = "default_margin")]
+    pub ticket_validity_margin_hours: u32,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            allow_multiple_checkins: false,
+            offline_mode: true,
+            ticket_validity_margin_hours: default_margin(),
+        }
+    }
+}
+
+impl EventSettings {
+    /// The settings as stored (a JSON object; empty text means the defaults). A stored value
+    /// that does not parse is an error, not silently the defaults: the gates and the online
+    /// redeem must never decide under a policy nobody set.
+    pub fn parse(stored: &str) -> Result<Self, Error> {
+        if stored.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_json::from_str(stored).map_err(|e| {
+            Error::Internal(anyhow::anyhow!("stored event settings do not parse: {e}"))
+        })
+    }
+
+    /// The part of the settings the merge fold needs.
+    pub fn fold_policy(&self) -> FoldPolicy {
+        FoldPolicy {
+            allow_multiple_checkins: self.allow_multiple_checkins,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_with_defaults_and_refuse_garbage() {
+        assert_eq!(EventSettings::parse("").unwrap(), EventSettings::default());
+        assert_eq!(
+            EventSettings::parse("{}").unwrap(),
+            EventSettings::default()
+        );
+        let s = EventSettings::parse(r#"{"allow_multiple_checkins": true}"#).unwrap();
+        assert!(s.fold_policy().allow_multiple_checkins);
+        assert!(EventSettings::parse("not json").is_err());
+        assert!(EventSettings::parse(r#"{"allow_multiple_checkin": true}"#).is_err());
+    }
+}

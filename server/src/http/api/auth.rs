@@ -1,0 +1,170 @@
+//! `POST /api/v1/auth/login`, `GET /api/v1/auth/me`, `GET|POST /api/v1/users`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::Error;
+use crate::domain::auth::{self, Auth, Role, TOKEN_TTL_SECONDS};
+use crate::http::error::Problem;
+use crate::http::extract::Json;
+use crate::service::AppState;
+use crate::store::{self, ms_to_time};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoginResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires (900).
+    pub expires_in: i64,
+}
+
+/// Exchanges e-mail and password for a short-lived bearer token. Limited to 10 attempts per
+/// minute per e-mail and client address.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, body = LoginResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<LoginResponse>, Error> {
+    let email = req.email.trim().to_lowercase();
+    if let Err(retry_after) = state.login_limiter.check(&email, peer.ip()) {
+        tracing::warn!(email = %email, ip = %peer.ip(), "login rate limit hit");
+        return Err(Error::TooManyRequests { retry_after });
+    }
+    let user = store::users::by_email(&state.db, &email).await?;
+    // Verify against a dummy hash when the user is unknown, so timing does not tell which
+    // e-mails have accounts.
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = req.password;
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => auth::verify_password(&password, &hash),
+        None => {
+            let _ = auth::verify_password(&password, auth::dummy_hash());
+            false
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))?;
+    let user = match user {
+        Some(u) if ok && !u.disabled => u,
+        _ => {
+            metrics::counter!("usher_logins_failed_total").increment(1);
+            return Err(Error::Unauthorized("wrong e-mail or password"));
+        }
+    };
+    state.login_limiter.reset(&email, peer.ip());
+    let role = Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("bad role in database"))?;
+    let token = auth::issue_token(&state.master, user.id, &user.email, role)?;
+    tracing::info!(user.id = %user.id, "logged in");
+    Ok(Json(LoginResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: TOKEN_TTL_SECONDS,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserOut {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: time::OffsetDateTime,
+}
+
+impl UserOut {
+    fn from_row(u: store::users::UserRow) -> Result<Self, Error> {
+        Ok(Self {
+            id: u.id,
+            role: Role::parse(&u.role).ok_or_else(|| anyhow::anyhow!("bad role in database"))?,
+            email: u.email,
+            disabled: u.disabled,
+            created_at: ms_to_time(u.created_at),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn me(auth: Auth) -> Json<Me> {
+    Json(Me {
+        id: auth.user_id,
+        email: auth.email,
+        role: auth.role,
+    })
+}
+
+/// Lists users (admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = super::Page<UserOut>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<super::Page<UserOut>>, Error> {
+    auth.require(Role::Admin)?;
+    let users = store::users::list(&state.db).await?;
+    Ok(Json(super::Page {
+        items: users
+            .into_iter()
+            .map(UserOut::from_row)
+            .collect::<Result<_, _>>()?,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    pub email: String,
+    /// At least 12 characters.
+    pub password: String,
+    pub role: Role,
+}
+
+/// Creates a user (admin).
+#[utoipa::path(post, path = "/api/v1/users", tag = "auth", security(("bearer" = [])), request_body = UserCreate,
+    responses((status = 201, body = UserOut), (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(req): Json<UserCreate>,
+) -> Result<(StatusCode, Json<UserOut>), Error> {
+    auth.require(Role::Admin)?;
+    let user = crate::service::users::create(
+        &state.db,
+        &auth.actor(),
+        &req.email,
+        &req.password,
+        req.role,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(UserOut::from_row(user)?)))
+}

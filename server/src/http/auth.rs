@@ -1,0 +1,34 @@
+//! The organizer's bearer token as an extractor: `Auth` in a handler's arguments means "a valid
+//! token is required"; the role check is the handler's first line (`auth.require(Role::Staff)`).
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::domain::auth::{self, Auth};
+use crate::domain::error::Error;
+use crate::service::AppState;
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(Error::Unauthorized(
+                "send `Authorization: Bearer <token>`; get a token from POST /api/v1/auth/login",
+            ))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(Error::Unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
+        auth::verify_token(&state.master, token)
+    }
+}

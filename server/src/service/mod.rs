@@ -1,0 +1,24 @@
+//! Use cases: what the organizer API and the sync endpoints do, in terms of the domain, over
+//! `store` (SQL) and `live` (fan-out). No HTTP here: handlers in `http` parse and authorize,
+//! then call these.
+//!
+//! # Layout
+//! - [`state`]: [`AppState`], the composition root.
+//! - [`uow`]: the unit of work every gate-visible write goes through: changes appended, live
+//!   items staged, commit, publish.
+//! - [`merge`]: storing check-ins and re-folding tickets (push, online redeem, revocations).
+//! - [`push`], [`redeem`], [`enroll`]: what gates and thin clients do.
+//! - [`tickets`]: event key material and ticket issuing.
+//! - [`users`], [`login`]: accounts and login throttling.
+
+pub mod enroll;
+pub mod login;
+pub mod merge;
+pub mod push;
+pub mod redeem;
+pub mod state;
+pub mod tickets;
+pub mod uow;
+pub mod users;
+
+pub use state::AppState;

@@ -1,0 +1,257 @@
+//! A gate pushes a batch of its scan log: each entry parsed on its own (a malformed one is
+//! `invalid`, the rest are stored), stored idempotently, the touched tickets re-folded, all in
+//! one unit of work.
+
+use std::collections::BTreeSet;
+
+use sync_protocol::wire::{
+    Checkin, CheckinResult, Decision, Direction, Outcome, PushResponse, PushStatus,
+};
+use uuid::Uuid;
+
+use crate::domain::Error;
+use crate::domain::gate::GateAuth;
+use crate::domain::live::Live;
+use crate::service::AppState;
+use crate::service::uow::UnitOfWork;
+use crate::store::checkins::{self, Row};
+use crate::store::{self, now_ms};
+
+/// Most check-ins accepted in one push.
+pub const MAX_BATCH: usize = 5_000;
+
+enum Parsed {
+    Valid(Checkin),
+    /// Stored as invalid (keeps its seq), or only reported when even id/seq are unreadable.
+    Invalid {
+        id: Option<Uuid>,
+        seq: Option<u64>,
+        error: String,
+        row: Option<Checkin>,
+    },
+}
+
+fn parse(v: serde_json::Value) -> Parsed {
+    let id = v
+        .get("id")
+        .and_then(|x| x.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok());
+    let seq = v.get("seq").and_then(serde_json::Value::as_u64);
+    match serde_json::from_value::<Checkin>(v) {
+        Ok(c) => match c.validate() {
+            Ok(()) if c.seq < (1 << 53) && c.ticket_serial.is_none_or(|s| s < (1 << 53)) => {
+                Parsed::Valid(c)
+            }
+            Ok(()) => Parsed::Invalid {
+                id,
+                seq,
+                error: "seq and ticket_serial must be below 2^53".into(),
+                row: None,
+            },
+            Err(e) => Parsed::Invalid {
+                id,
+                seq,
+                error: format!("{}: {e}", e.field()),
+                row: Some(c),
+            },
+        },
+        Err(e) => Parsed::Invalid {
+            id,
+            seq,
+            error: e.to_string(),
+            row: None,
+        },
+    }
+}
+
+/// A placeholder row for an invalid check-in whose content could not be read: it occupies its
+/// seq so the gate's log stays gap-free, and takes no part in the merge.
+fn placeholder(id: Uuid, seq: u64) -> Checkin {
+    Checkin {
+        id,
+        seq,
+        ticket_serial: None,
+        code: None,
+        method: sync_protocol::wire::Method::Qr,
+        direction: Direction::In,
+        decision: Decision::Reject,
+        reason: None,
+        hlc: sync_protocol::Hlc::ZERO,
+        scanned_at: time::OffsetDateTime::UNIX_EPOCH,
+        replica_cursor: 0,
+        operator_override: None,
+        undoes: None,
+    }
+}
+
+pub async fn merge_push(
+    state: &AppState,
+    gate: GateAuth,
+    items: Vec<serde_json::Value>,
+) -> Result<PushResponse, Error> {
+    let now = now_ms();
+    let parsed: Vec<Parsed> = items.into_iter().map(parse).collect();
+    let mut rows = Vec::with_capacity(parsed.len());
+    let mut max_hlc = sync_protocol::Hlc::ZERO;
+    for p in &parsed {
+        match p {
+            Parsed::Valid(c) => {
+                max_hlc = max_hlc.max(c.hlc);
+                rows.push(Row {
+                    checkin: c.clone(),
+                    invalid: None,
+                });
+            }
+            Parsed::Invalid {
+                id: Some(id),
+                seq: Some(seq),
+                error,
+                row,
+            } if *seq >= 1 && *seq < (1 << 53) => rows.push(Row {
+                checkin: row
+                    .clone()
+                    .map(|mut c| {
+                        c.ticket_serial = None;
+                        c
+                    })
+                    .unwrap_or_else(|| placeholder(*id, *seq)),
+                invalid: Some(error.clone()),
+            }),
+            Parsed::Invalid { .. } => {}
+        }
+    }
+
+    // Every ticket of the batch is re-folded, retries included: a retried check-in gets the
+    // same outcome as the first time (and a fold is idempotent).
+    let serials: BTreeSet<u64> = rows
+        .iter()
+        .filter(|r| r.invalid.is_none())
+        .filter_map(|r| r.checkin.ticket_serial)
+        .collect();
+    let serial_list: Vec<u64> = serials.iter().copied().collect();
+
+    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let tx = uow.tx();
+    checkins::lock_tickets(tx, gate.event_id, &serial_list).await?;
+    // What is stored of these tickets, read before this batch is inserted: the batch's new
+    // check-ins join the fold from memory instead of being read back.
+    let stored = checkins::read_stored(tx, gate.event_id, &serials).await?;
+    let inserted = checkins::insert_checkins(tx, gate.event_id, gate.gate_id, &rows, now).await?;
+
+    // Which of the rest were already stored (duplicates) and which collided on seq.
+    let missing: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.checkin.id)
+        .filter(|id| !inserted.contains(id))
+        .collect();
+    let existing = checkins::existing_ids(tx, &missing).await?;
+
+    // The gate row lock orders concurrent pushes of one gate (acked_seq bookkeeping). Taken
+    // after the ticket locks: every writer takes tickets, then gate rows, then the change
+    // counter (the online redeem too), so no two can wait on each other in a cycle.
+    let acked = checkins::lock_gate_acked(tx, gate.gate_id).await?;
+    let policy = checkins::policy(tx, gate.event_id).await?;
+    let pending: Vec<_> = rows
+        .iter()
+        .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
+        .filter_map(|r| {
+            let c = &r.checkin;
+            c.ticket_serial
+                .map(|serial| (serial, checkins::scan_event(gate.gate_id, c)))
+        })
+        .collect();
+    let refolded =
+        checkins::refold_stored(tx, gate.event_id, &serials, stored, &pending, policy, now).await?;
+
+    let acked_through = checkins::advance_acked(tx, gate.gate_id, acked).await?;
+    store::gates::touch_credentials(tx, gate.gate_id, now).await?;
+
+    let mut live = refolded.live.clone();
+    for r in &rows {
+        let c = &r.checkin;
+        if r.invalid.is_none()
+            && inserted.contains(&c.id)
+            && c.decision == Decision::Admit
+            && let Some(serial) = c.ticket_serial
+        {
+            live.push(Live::Admission {
+                event_id: gate.event_id,
+                ticket_serial: serial,
+                gate_id: gate.gate_id,
+                checkin_id: c.id,
+                direction: c.direction,
+                inside: refolded.states.get(&serial).is_some_and(|s| s.inside),
+            });
+        }
+    }
+    // The change log last (the unit of work's order): from the change counter's update to the
+    // commit, concurrent writers of the event wait on that row.
+    uow.live(live);
+    uow.changes(gate.event_id, refolded.changes.clone())?;
+    uow.commit(&state.notifier).await?;
+    metrics::counter!("usher_checkins_merged_total").increment(inserted.len() as u64);
+    for kinds in refolded.states.values() {
+        for c in &kinds.conflicts {
+            if pending.iter().any(|(_, s)| s.id == c.trigger) {
+                metrics::counter!("usher_conflicts_total", "kind" => c.kind.as_str()).increment(1);
+            }
+        }
+    }
+
+    let server_time = state.observe_hlc(max_hlc);
+    let results = parsed
+        .into_iter()
+        .map(|p| match p {
+            Parsed::Valid(c) => {
+                let status = if inserted.contains(&c.id) {
+                    PushStatus::Stored
+                } else if existing.contains_key(&c.id) {
+                    PushStatus::Duplicate
+                } else {
+                    return CheckinResult {
+                        id: c.id,
+                        status: PushStatus::Invalid,
+                        outcome: None,
+                        conflicts: Vec::new(),
+                        error: Some(format!(
+                            "seq {} is already taken by another check-in of this gate",
+                            c.seq
+                        )),
+                    };
+                };
+                let (outcome, conflicts) = match c.ticket_serial {
+                    Some(s) => (
+                        refolded.states.get(&s).map(|st| {
+                            if st.inside {
+                                Outcome::Inside
+                            } else {
+                                Outcome::Outside
+                            }
+                        }),
+                        checkins::conflicts_of(&refolded.states, s, c.id),
+                    ),
+                    None => (None, Vec::new()),
+                };
+                CheckinResult {
+                    id: c.id,
+                    status,
+                    outcome,
+                    conflicts,
+                    error: None,
+                }
+            }
+            Parsed::Invalid { id, error, .. } => CheckinResult {
+                id: id.unwrap_or_else(Uuid::nil),
+                status: PushStatus::Invalid,
+                outcome: None,
+                conflicts: Vec::new(),
+                error: Some(error),
+            },
+        })
+        .collect();
+    Ok(PushResponse {
+        acked_through_seq: acked_through,
+        results,
+        server_time,
+    })
+}

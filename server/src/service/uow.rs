@@ -1,0 +1,111 @@
+//! The unit of work of every gate-visible write: one transaction that collects the replication
+//! changes and the live items of what it did, then, in this order,
+//! 1. stages the live items (PostgreSQL: `pg_notify` inside the transaction, delivered at commit),
+//! 2. appends the changes to the event's change log — last before the commit, because from there
+//!    on concurrent writers of the event wait on its change counter,
+//! 3. commits,
+//! 4. publishes the staged items locally (SQLite; PostgreSQL's arrive through LISTEN).
+//!
+//! Dropping a unit without [`UnitOfWork::commit`] rolls everything back: no change, no live item.
+
+use sync_protocol::wire::ChangeData;
+use uuid::Uuid;
+
+use crate::domain::Error;
+use crate::domain::live::Live;
+use crate::live::Notifier;
+use crate::store::{self, Db, Tx};
+
+pub struct UnitOfWork {
+    tx: Tx,
+    /// The event whose change log the changes go to (a unit writes one event's log).
+    event_id: Option<Uuid>,
+    changes: Vec<(ChangeData, bool)>,
+    live: Vec<Live>,
+}
+
+impl UnitOfWork {
+    /// Starts the transaction (SQLite: `BEGIN IMMEDIATE`).
+    pub async fn begin(db: &Db) -> Result<Self, Error> {
+        Ok(Self {
+            tx: db.begin().await?,
+            event_id: None,
+            changes: Vec::new(),
+            live: Vec::new(),
+        })
+    }
+
+    /// The transaction, for the statements of the use case.
+    pub fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
+    /// Records a replication change of `event_id` (`deleted` marks a tombstone).
+    pub fn change(&mut self, event_id: Uuid, data: ChangeData, deleted: bool) -> Result<(), Error> {
+        self.for_event(event_id)?;
+        self.changes.push((data, deleted));
+        Ok(())
+    }
+
+    /// Records several changes of `event_id`.
+    pub fn changes(
+        &mut self,
+        event_id: Uuid,
+        changes: impl IntoIterator<Item = (ChangeData, bool)>,
+    ) -> Result<(), Error> {
+        self.for_event(event_id)?;
+        self.changes.extend(changes);
+        Ok(())
+    }
+
+    /// Records live items, published once the unit commits.
+    pub fn live(&mut self, items: impl IntoIterator<Item = Live>) {
+        self.live.extend(items);
+    }
+
+    fn for_event(&mut self, event_id: Uuid) -> Result<(), Error> {
+        match self.event_id {
+            None => {
+                self.event_id = Some(event_id);
+                Ok(())
+            }
+            Some(e) if e == event_id => Ok(()),
+            Some(e) => Err(Error::Internal(anyhow::anyhow!(
+                "one unit of work writes one event's change log ({e}), not also {event_id}"
+            ))),
+        }
+    }
+
+    /// Appends the changes recorded so far now, for a step that must read them back from the
+    /// change log (the re-fold after a revocation reads the revocation's change seq). The
+    /// event's change counter stays locked from here to the commit.
+    pub async fn append_now(&mut self) -> Result<(), Error> {
+        if let Some(event_id) = self.event_id
+            && !self.changes.is_empty()
+        {
+            let changes = std::mem::take(&mut self.changes);
+            store::changes::append(&mut self.tx, event_id, &changes).await?;
+        }
+        Ok(())
+    }
+
+    /// Stage → append → commit → publish (see the module documentation).
+    pub async fn commit(mut self, notifier: &Notifier) -> Result<(), Error> {
+        let live = std::mem::take(&mut self.live);
+        let staged = notifier.stage(&mut self.tx, live).await?;
+        if let Some(event_id) = self.event_id
+            && !self.changes.is_empty()
+        {
+            store::changes::append(&mut self.tx, event_id, &self.changes).await?;
+        }
+        self.tx.commit().await?;
+        notifier.committed(staged);
+        Ok(())
+    }
+
+    /// Rolls back explicitly (dropping does the same).
+    pub async fn rollback(self) -> Result<(), Error> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}

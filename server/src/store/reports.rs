@@ -1,0 +1,229 @@
+//! Reads of the organizer's views of check-ins: conflicts (and their resolution), attendance
+//! counts, the merged check-in log, the per-participant report.
+
+use serde::Serialize;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::{Db, Tx, db_run, tx_run};
+
+#[derive(Debug, FromRow)]
+pub struct ConflictRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub ticket_serial: i64,
+    pub checkin_ids: String,
+    pub gate_ids: String,
+    pub detected_at: i64,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<Uuid>,
+    pub resolved_at: Option<i64>,
+}
+
+pub const CONFLICT_COLUMNS: &str = "id, kind, ticket_serial, checkin_ids, gate_ids, detected_at,
+    resolution, resolved_by, resolved_at";
+
+#[derive(FromRow)]
+pub struct GateCount {
+    pub id: Uuid,
+    pub name: String,
+    pub zone: Option<String>,
+    pub is_active: bool,
+    pub entries: i64,
+    pub exits: i64,
+    pub rejected: i64,
+    pub inside_via: i64,
+    pub last_seen_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+pub struct CheckinRow {
+    pub id: Uuid,
+    pub gate_id: Uuid,
+    pub seq: i64,
+    pub ticket_serial: Option<i64>,
+    pub method: String,
+    pub direction: String,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub hlc: i64,
+    pub scanned_at: i64,
+    pub received_at: i64,
+    pub operator_override: Option<String>,
+    pub undoes: Option<Uuid>,
+    pub invalid: Option<String>,
+}
+
+#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
+pub struct ReportRow {
+    pub participant_id: Uuid,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub organization: Option<String>,
+    pub ticket_serial: Option<i64>,
+    pub ticket_status: Option<String>,
+    pub inside: Option<bool>,
+    pub entries: Option<i64>,
+    pub exits: Option<i64>,
+    pub first_admission: Option<Uuid>,
+}
+
+pub async fn conflicts(
+    db: &Db,
+    event_id: Uuid,
+    before: Uuid,
+    kind: Option<&str>,
+    status: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<ConflictRow>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONFLICT_COLUMNS} FROM conflicts
+             WHERE event_id = $1 AND id < $2 AND ($3 IS NULL OR kind = $3)
+               AND ($4 = 'all' OR ($4 = 'open') = (resolution IS NULL))
+             ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(event_id)
+        .bind(before)
+        .bind(kind)
+        .bind(status)
+        .bind(limit + 1)
+        .fetch_all(p)
+        .await?
+    }))
+}
+
+pub async fn conflict_tx(
+    tx: &mut Tx,
+    event_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<ConflictRow>> {
+    Ok(tx_run!(tx, c => {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE event_id = $1 AND id = $2"
+        )))
+        .bind(event_id)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+    }))
+}
+
+pub async fn resolve_tx(
+    tx: &mut Tx,
+    event_id: Uuid,
+    id: Uuid,
+    resolution: &str,
+    by: Uuid,
+    now: i64,
+) -> sqlx::Result<()> {
+    Ok(tx_run!(tx, c => {
+        sqlx::query(
+            "UPDATE conflicts SET resolution = $3, resolved_by = $4, resolved_at = $5
+             WHERE event_id = $1 AND id = $2",
+        )
+        .bind(event_id)
+        .bind(id)
+        .bind(resolution)
+        .bind(by)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }))
+}
+
+pub async fn conflict_by_id_tx(tx: &mut Tx, id: Uuid) -> sqlx::Result<ConflictRow> {
+    Ok(tx_run!(tx, c => {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await?
+    }))
+}
+
+pub async fn gate_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateCount>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT g.id, g.name, g.zone, g.is_active,
+                CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
+                    AND c.decision = 'admit' AND c.direction = 'in' AND c.invalid IS NULL
+                    AND c.undoes IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)), 0) AS BIGINT) AS entries,
+                CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
+                    AND c.decision = 'admit' AND c.direction = 'out' AND c.invalid IS NULL
+                    AND c.undoes IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)), 0) AS BIGINT) AS exits,
+                CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
+                    AND c.decision = 'reject' AND c.invalid IS NULL), 0) AS BIGINT) AS rejected,
+                CAST(COALESCE((SELECT count(*) FROM presence pr WHERE pr.event_id = g.event_id
+                    AND pr.last_gate = g.id AND pr.inside), 0) AS BIGINT) AS inside_via,
+                (SELECT max(gc.last_seen_at) FROM gate_credentials gc WHERE gc.gate_id = g.id) AS last_seen_at
+             FROM gates g WHERE g.event_id = $1 ORDER BY g.name, g.id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?
+    }))
+}
+
+pub async fn totals(db: &Db, event_id: Uuid) -> sqlx::Result<(i64, i64, i64, i64)> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT
+                CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND inside) AS BIGINT),
+                CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND entries > 0) AS BIGINT),
+                CAST((SELECT count(*) FROM tickets WHERE event_id = $1 AND status = 'valid') AS BIGINT),
+                CAST((SELECT count(*) FROM conflicts WHERE event_id = $1 AND resolution IS NULL) AS BIGINT)",
+        )
+        .bind(event_id)
+        .fetch_one(p)
+        .await?
+    }))
+}
+
+pub async fn checkins(
+    db: &Db,
+    event_id: Uuid,
+    before: Uuid,
+    gate_id: Option<Uuid>,
+    serial: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<CheckinRow>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, gate_id, seq, ticket_serial, method, direction, decision, reason, hlc,
+                    scanned_at, received_at, operator_override, undoes, invalid
+             FROM checkins
+             WHERE event_id = $1 AND id < $2 AND ($3 IS NULL OR gate_id = $3)
+               AND ($4 IS NULL OR ticket_serial = $4)
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(event_id)
+        .bind(before)
+        .bind(gate_id)
+        .bind(serial)
+        .bind(limit + 1)
+        .fetch_all(p)
+        .await?
+    }))
+}
+
+pub async fn report_rows(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<ReportRow>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT p.id AS participant_id, p.external_id, p.name, p.email, p.organization,
+                    t.serial AS ticket_serial, t.status AS ticket_status, pr.inside, pr.entries,
+                    pr.exits, pr.canonical_checkin AS first_admission
+             FROM participants p
+             LEFT JOIN tickets t ON t.event_id = p.event_id AND t.serial = p.ticket_serial
+             LEFT JOIN presence pr ON pr.event_id = p.event_id AND pr.serial = p.ticket_serial
+             WHERE p.event_id = $1 ORDER BY p.id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?
+    }))
+}
