@@ -80,9 +80,8 @@ pub fn problem(e: &Error) -> Problem {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        match &self {
-            Error::Internal(e) => tracing::error!(error = ?e, "internal error"),
-            _ => {}
+        if let Error::Internal(e) = &self {
+            tracing::error!(error = ?e, "internal error");
         }
         let problem = problem(&self);
         let mut response = (status(&self), problem_json(&problem)).into_response();

@@ -118,7 +118,7 @@ pub async fn resolve_tx(
     by: Uuid,
     now: i64,
 ) -> sqlx::Result<()> {
-    Ok(tx_run!(tx, c => {
+    tx_run!(tx, c => {
         sqlx::query(
             "UPDATE conflicts SET resolution = $3, resolved_by = $4, resolved_at = $5
              WHERE event_id = $1 AND id = $2",
@@ -130,7 +130,8 @@ pub async fn resolve_tx(
         .bind(now)
         .execute(&mut *c)
         .await?;
-    }))
+    });
+    Ok(())
 }
 
 pub async fn conflict_by_id_tx(tx: &mut Tx, id: Uuid) -> sqlx::Result<ConflictRow> {
