@@ -283,10 +283,7 @@ impl TestApp {
     }
 }
 
-/// Path of a shared CSV fixture.
+/// Path of a CSV fixture in the repository's `testdata/csv/`.
 pub fn csv_path(name: &str) -> String {
-    format!(
-        "{}/../../shared/testdata/csv/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/../testdata/csv/{name}", env!("CARGO_MANIFEST_DIR"))
 }
