@@ -70,10 +70,10 @@ fn a_gate_that_is_not_enrolled_says_how_to_enroll() {
 
 #[test]
 fn scan_image_decodes_photos_and_decides_when_enrolled() {
-    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/qr/qrcode-1");
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/qr/qrcode-1");
     assert!(
         testdata.is_dir(),
-        "shared QR test data missing at {}",
+        "QR test data missing at {}",
         testdata.display()
     );
     let photo = testdata.join("1.png");

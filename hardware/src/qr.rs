@@ -1,7 +1,7 @@
 //! QR decoding: panic-proof engine calls and a time-budgeted retry ladder.
 //!
 //! The engine and the ladder were chosen by measuring (release build, this 2-core machine) on
-//! the 90 ZXing black-box photos in `shared/testdata/qr`; `cargo bench -p hardware` reprints the
+//! the 90 ZXing black-box photos in `testdata/qr`; `cargo bench -p hardware` reprints the
 //! whole table:
 //!
 //! * rxing's port of the ZXing C++ QR reader reads 83/90 alone, the same count as ZXing C++,

@@ -1,9 +1,9 @@
 //! CSV import benchmark (DESIGN §7: 100,000 rows into PostgreSQL in ≤ 3 s).
 //!
 //! Starts the real server on a fresh PostgreSQL database (admin URL from
-//! `USHER_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), logs in,
-//! creates an event and POSTs a generated 100,000-row CSV through the HTTP route, then re-imports
-//! the same file (all unchanged). Prints rows/s. Run: `cargo bench -p server --bench import`
+//! `server::testing::admin_url`: `USHER_TEST_DATABASE_URL`, else the local server, else a private
+//! cluster), logs in, creates an event and POSTs a generated 100,000-row CSV through the HTTP
+//! route, then re-imports the same file (all unchanged). Prints rows/s. Run: `cargo bench -p server --bench import`
 //! (`USHER_BENCH_ROWS` changes the row count).
 
 use std::time::Instant;

@@ -11,8 +11,9 @@
 //!    to a ready replica. Target ≤ 3 s.
 //!
 //! Run: `cargo bench -p server --bench sync`. Environment:
-//! - `USHER_TEST_DATABASE_URL`: PostgreSQL superuser URL (default
-//!   `postgres://postgres@127.0.0.1:5432/postgres`).
+//! - `USHER_TEST_DATABASE_URL`: PostgreSQL superuser URL (default: the local server at
+//!   `postgres://postgres@127.0.0.1:5432/postgres`, else a private cluster, see `server::testing`;
+//!   the `unix` transport needs the local server).
 //! - `USHER_BENCH_TRANSPORT`: `tcp`, `unix` or `both` (default `both` when the socket directory
 //!   `/var/run/postgresql` exists). `unix` adds `?host=/var/run/postgresql` to the URL: the
 //!   server's PostgreSQL connections then avoid TCP (and its delayed-ACK stalls) altogether.
@@ -64,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("USHER_BENCH_LOG").is_some() {
         server::telemetry::init();
     }
-    let admin_url = server::testing::admin_url();
+    let admin_url = server::testing::admin_url()?;
     let transport = std::env::var("USHER_BENCH_TRANSPORT").unwrap_or_else(|_| {
         if std::path::Path::new(SOCKET_DIR).is_dir() {
             "both".into()

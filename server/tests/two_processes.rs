@@ -3,8 +3,8 @@
 //! pushed to process A shows up on an organizer's live stream opened on process B.
 //!
 //! Real processes (`CARGO_BIN_EXE_server`), real HTTP over loopback, real PostgreSQL
-//! (`USHER_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`; never
-//! skipped). Processes are killed and the database dropped on drop, even after a failure; each
+//! (`server::testing::admin_url`: `USHER_TEST_DATABASE_URL`, else the local server, else a
+//! private cluster; never skipped). Processes are killed and the database dropped on drop, even after a failure; each
 //! process's log is printed in failure messages.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -2,8 +2,8 @@
 //! loopback port over a fresh PostgreSQL database, real `gate-agent` processes talking to it over
 //! HTTP, and polling helpers. Nothing is mocked.
 //!
-//! PostgreSQL comes from `USHER_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`, a superuser connection); each test creates its
+//! PostgreSQL comes from `server::testing::admin_url` (`USHER_TEST_DATABASE_URL`, else the local
+//! server, else a private cluster; a superuser connection); each test creates its
 //! own database named by UUID and drops it on drop, even after a failed assertion. Child
 //! processes are killed on drop. Set `TEST_LOG=1` for server logs; each agent's log is in
 //! `<its data dir>/agent.log` and is printed in failure messages.

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use hardware::luma::LumaFrame;
 use qrcode::{Color, EcLevel, QrCode};
 
-/// `shared/testdata/qr`, resolved from this crate's manifest so no absolute path is baked in.
+/// The repository's `testdata/qr`, resolved from this crate's manifest (no absolute path).
 pub fn qr_testdata_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/qr");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/qr");
     assert!(
         dir.join("qrcode-1").is_dir(),
-        "QR test photos not found at {} — the checkout must sit beside shared/ \
-         (shared/testdata/qr/qrcode-1..6 with N.png + N.txt)",
+        "QR test photos not found at {} (testdata/qr/qrcode-1..6 with N.png + N.txt, \
+         part of the repository)",
         dir.display()
     );
     dir

@@ -1,4 +1,4 @@
-//! Parser tests: the three real exports in `shared/testdata/csv/`, then the edge
+//! Parser tests: the three real exports in `testdata/csv/`, then the edge
 //! cases one at a time.
 
 use std::io::{self, Read};
@@ -9,16 +9,13 @@ use super::*;
 
 const EVENTBRITE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/csv/eventbrite_attendee_summary.csv"
+    "/../testdata/csv/eventbrite_attendee_summary.csv"
 );
 const PRETIX: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/csv/pretix_order_positions.csv"
+    "/../testdata/csv/pretix_order_positions.csv"
 );
-const SIMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/csv/simple.csv"
-);
+const SIMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/csv/simple.csv");
 
 fn open(path: &str) -> ParticipantCsv<std::fs::File> {
     ParticipantCsv::new(std::fs::File::open(path).unwrap()).unwrap()

@@ -1,10 +1,10 @@
 //! The test fixture: a real server on a random port, over a fresh database per test.
 //!
 //! SQLite tests use a temporary directory. PostgreSQL tests create a database named by UUID
-//! through the admin connection in `USHER_TEST_DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) and drop it when the [`TestApp`] is dropped,
-//! even after a failed assertion. They are never skipped: without PostgreSQL they fail and say
-//! how to start it.
+//! through the admin connection of `server::testing::admin_url` (`USHER_TEST_DATABASE_URL`, else
+//! the local server, else a private cluster) and drop it when the [`TestApp`] is dropped, even
+//! after a failed assertion. They are never skipped: without PostgreSQL they fail and say what to
+//! install.
 
 use std::sync::Once;
 
@@ -283,10 +283,7 @@ impl TestApp {
     }
 }
 
-/// Path of a shared CSV fixture.
+/// Path of a CSV fixture in the repository's `testdata/csv/`.
 pub fn csv_path(name: &str) -> String {
-    format!(
-        "{}/../../shared/testdata/csv/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/../testdata/csv/{name}", env!("CARGO_MANIFEST_DIR"))
 }
