@@ -34,9 +34,9 @@ pub struct LoginResponse {
 /// minute per e-mail and client address.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, body = LoginResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = LoginResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -112,7 +112,7 @@ pub struct Me {
 
 /// Who the token belongs to.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Me), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Me), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
 pub async fn me(auth: Auth) -> Json<Me> {
     Json(Me {
         id: auth.user_id,
@@ -123,7 +123,7 @@ pub async fn me(auth: Auth) -> Json<Me> {
 
 /// Lists users (admin).
 #[utoipa::path(get, path = "/api/v1/users", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = super::Page<UserOut>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = super::Page<UserOut>), (status = 403, description = "Forbidden for this role or gate", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_users(
     State(state): State<AppState>,
     auth: Auth,
@@ -150,8 +150,8 @@ pub struct UserCreate {
 
 /// Creates a user (admin).
 #[utoipa::path(post, path = "/api/v1/users", tag = "auth", security(("bearer" = [])), request_body = UserCreate,
-    responses((status = 201, body = UserOut), (status = 409, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = UserOut), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_user(
     State(state): State<AppState>,
     auth: Auth,

@@ -70,7 +70,7 @@ impl ConflictRow {
 /// Conflicts of an event, newest first, filtered by kind and status (viewer).
 #[utoipa::path(get, path = "/api/v1/events/{event}/conflicts", tag = "conflicts", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ConflictQuery),
-    responses((status = 200, body = Page<ConflictOut>)))]
+    responses((status = 200, description = "OK", body = Page<ConflictOut>)))]
 pub async fn list_conflicts(
     State(state): State<AppState>,
     auth: Auth,
@@ -127,7 +127,7 @@ pub struct ResolveBody {
 #[utoipa::path(post, path = "/api/v1/events/{event}/conflicts/{id}/resolve", tag = "conflicts", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Conflict id")),
     request_body = ResolveBody,
-    responses((status = 200, body = ConflictOut), (status = 404), (status = 409, description = "Already resolved"),
+    responses((status = 200, description = "OK", body = ConflictOut), (status = 404, description = "Not found"), (status = 409, description = "Already resolved"),
               (status = 422, description = "Unknown action")))]
 pub async fn resolve_conflict(
     State(state): State<AppState>,
@@ -228,7 +228,7 @@ pub struct Attendance {
 /// Live counts per gate and zone (viewer).
 #[utoipa::path(get, path = "/api/v1/events/{event}/attendance", tag = "live", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")),
-    responses((status = 200, body = Attendance)))]
+    responses((status = 200, description = "OK", body = Attendance)))]
 pub async fn attendance(
     State(state): State<AppState>,
     auth: Auth,
@@ -330,7 +330,7 @@ impl From<CheckinRow> for CheckinOut {
 /// The merged check-in log, newest first (viewer). `scanned_at`/`received_at` are unix ms.
 #[utoipa::path(get, path = "/api/v1/events/{event}/checkins", tag = "checkins", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), CheckinQuery),
-    responses((status = 200, body = Page<CheckinOut>)))]
+    responses((status = 200, description = "OK", body = Page<CheckinOut>)))]
 pub async fn list_checkins(
     State(state): State<AppState>,
     auth: Auth,
@@ -366,7 +366,7 @@ pub struct ReportQuery {
 /// spreadsheets.
 #[utoipa::path(get, path = "/api/v1/events/{event}/report", tag = "live", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ReportQuery),
-    responses((status = 200, body = Vec<ReportRow>), (status = 200, content_type = "text/csv", body = String)))]
+    responses((status = 200, description = "OK", body = Vec<ReportRow>), (status = 200, description = "OK", content_type = "text/csv", body = String)))]
 pub async fn report(
     State(state): State<AppState>,
     auth: Auth,

@@ -119,8 +119,8 @@ fn check_window(starts_at: i64, ends_at: i64) -> Result<(), Error> {
 }
 
 /// Lists events.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])), params(PageParams),
-    responses((status = 200, body = Page<EventOut>), (status = 401, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, operation_id = "event_list", path = "/api/v1/events", tag = "events", security(("bearer" = [])), params(PageParams),
+    responses((status = 200, description = "OK", body = Page<EventOut>), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -133,9 +133,9 @@ pub async fn list(
 }
 
 /// Creates an event with a fresh signing key, BLE secret and mesh key (admin).
-#[utoipa::path(post, path = "/api/v1/events", tag = "events", security(("bearer" = [])), request_body = EventCreate,
-    responses((status = 201, body = EventOut), (status = 403, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, operation_id = "event_create", path = "/api/v1/events", tag = "events", security(("bearer" = [])), request_body = EventCreate,
+    responses((status = 201, description = "Created", body = EventOut), (status = 403, description = "Forbidden for this role or gate", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -196,9 +196,9 @@ pub async fn create(
 }
 
 /// One event.
-#[utoipa::path(get, path = "/api/v1/events/{event}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "event_get", path = "/api/v1/events/{event}", tag = "events", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")),
-    responses((status = 200, body = EventOut), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = EventOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     auth: Auth,
@@ -212,10 +212,10 @@ pub async fn get(
 
 /// Changes an event (admin). A change of `settings.allow_multiple_checkins` is replicated to
 /// every gate. Existing tickets keep their validity; reissue them after moving the dates.
-#[utoipa::path(patch, path = "/api/v1/events/{event}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "event_update", path = "/api/v1/events/{event}", tag = "events", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")), request_body = EventPatch,
-    responses((status = 200, body = EventOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = EventOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -275,10 +275,10 @@ pub async fn update(
 
 /// Deletes an event and everything in it (admin). A `live` event cannot be deleted: close it
 /// first.
-#[utoipa::path(delete, path = "/api/v1/events/{event}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "event_delete", path = "/api/v1/events/{event}", tag = "events", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
@@ -322,9 +322,9 @@ pub struct SigningKeyOut {
 }
 
 /// The event's ticket verification keys (public halves only).
-#[utoipa::path(get, path = "/api/v1/events/{event}/keys", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "event_keys", path = "/api/v1/events/{event}/keys", tag = "events", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")),
-    responses((status = 200, body = Page<SigningKeyOut>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<SigningKeyOut>), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn keys(
     State(state): State<AppState>,
     auth: Auth,

@@ -198,9 +198,9 @@ async fn save(
 }
 
 /// Lists the gates of an event.
-#[utoipa::path(get, path = "/api/v1/events/{event}/gates", tag = "gates", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "gate_list", path = "/api/v1/events/{event}/gates", tag = "gates", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")),
-    responses((status = 200, body = Page<GateOut>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<GateOut>), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -219,10 +219,10 @@ pub async fn list(
 }
 
 /// Creates a gate (admin).
-#[utoipa::path(post, path = "/api/v1/events/{event}/gates", tag = "gates", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "gate_create", path = "/api/v1/events/{event}/gates", tag = "gates", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")), request_body = GateCreate,
-    responses((status = 201, body = GateOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = GateOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -257,9 +257,9 @@ pub async fn create(
 }
 
 /// One gate.
-#[utoipa::path(get, path = "/api/v1/events/{event}/gates/{gate}", tag = "gates", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "gate_get", path = "/api/v1/events/{event}/gates/{gate}", tag = "gates", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("gate" = Uuid, Path, description = "Gate id")),
-    responses((status = 200, body = GateOut), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = GateOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     auth: Auth,
@@ -273,11 +273,11 @@ pub async fn get(
 }
 
 /// Changes a gate (admin); `is_active: false` deactivates it.
-#[utoipa::path(patch, path = "/api/v1/events/{event}/gates/{gate}", tag = "gates", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "gate_update", path = "/api/v1/events/{event}/gates/{gate}", tag = "gates", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("gate" = Uuid, Path, description = "Gate id")),
     request_body = GatePatch,
-    responses((status = 200, body = GateOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = GateOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -323,9 +323,9 @@ pub async fn update(
 }
 
 /// Deactivates a gate (admin). Gates are never deleted: their check-ins reference them.
-#[utoipa::path(delete, path = "/api/v1/events/{event}/gates/{gate}", tag = "gates", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "gate_deactivate", path = "/api/v1/events/{event}/gates/{gate}", tag = "gates", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("gate" = Uuid, Path, description = "Gate id")),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn deactivate(
     State(state): State<AppState>,
     auth: Auth,
@@ -365,11 +365,11 @@ const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// Creates a one-time enrollment code for a gate (admin). The agent exchanges it at
 /// `POST /sync/v1/enroll` for the gate's credential.
-#[utoipa::path(post, path = "/api/v1/events/{event}/gates/{gate}/enrollments", tag = "gates", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "gate_enroll", path = "/api/v1/events/{event}/gates/{gate}/enrollments", tag = "gates", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("gate" = Uuid, Path, description = "Gate id")),
     request_body(content = Option<EnrollmentCreate>, description = "Optional"),
-    responses((status = 201, body = EnrollmentOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = EnrollmentOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")))]
 pub async fn enroll(
     State(state): State<AppState>,
     auth: Auth,

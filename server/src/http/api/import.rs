@@ -94,8 +94,8 @@ enum Msg {
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/import", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ImportParams),
     request_body(content = String, content_type = "text/csv", description = "CSV with a header line"),
-    responses((status = 200, body = ImportResult),
-              (status = 415, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, description = "OK", body = ImportResult),
+              (status = 415, description = "Unsupported media type", body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, description = "Row errors (nothing written unless ?partial=true)", content_type = "application/problem+json")))]
 pub async fn import(
     State(state): State<AppState>,

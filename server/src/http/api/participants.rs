@@ -290,9 +290,9 @@ pub fn new_ticket(
 
 /// Lists participants; `?q=` searches name, e-mail, organisation and external id (substring,
 /// case-insensitive) and matches a short code exactly.
-#[utoipa::path(get, path = "/api/v1/events/{event}/participants", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "participant_list", path = "/api/v1/events/{event}/participants", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), SearchParams),
-    responses((status = 200, body = Page<ParticipantOut>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<ParticipantOut>), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
@@ -342,10 +342,10 @@ pub struct SearchParams {
 
 /// Creates one participant (object body → the participant) or many (array body → `{"items"}`),
 /// issuing each a ticket unless `issue_ticket` is false (staff).
-#[utoipa::path(post, path = "/api/v1/events/{event}/participants", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "participant_create", path = "/api/v1/events/{event}/participants", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")), request_body = ParticipantCreate,
-    responses((status = 201, body = ParticipantOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = ParticipantOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -489,9 +489,9 @@ pub async fn create(
 }
 
 /// One participant with its current ticket.
-#[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "participant_get", path = "/api/v1/events/{event}/participants/{id}", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
-    responses((status = 200, body = ParticipantOut), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = ParticipantOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     auth: Auth,
@@ -506,11 +506,11 @@ pub async fn get(
 }
 
 /// Changes a participant (staff). A new name or attention note is replicated to the gates.
-#[utoipa::path(patch, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "participant_update", path = "/api/v1/events/{event}/participants/{id}", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
     request_body = ParticipantPatch,
-    responses((status = 200, body = ParticipantOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = ParticipantOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -622,9 +622,9 @@ async fn revoke_in_tx(
 
 /// Erases a participant's personal data (staff): name, contact details, organisation and
 /// metadata are cleared and the ticket revoked; check-ins stay as anonymous facts.
-#[utoipa::path(delete, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "participant_erase", path = "/api/v1/events/{event}/participants/{id}", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn erase(
     State(state): State<AppState>,
     auth: Auth,
@@ -682,11 +682,11 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 
 /// Issues a ticket, or reissues it: a reissue always gets a new serial and revokes the old one
 /// (staff).
-#[utoipa::path(post, path = "/api/v1/events/{event}/participants/{id}/ticket", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "participant_issue_ticket", path = "/api/v1/events/{event}/participants/{id}/ticket", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
     request_body(content = Option<TicketIssue>, description = "Optional"),
-    responses((status = 201, body = TicketOut), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = TicketOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid field (problem+json names it)", body = Problem, content_type = "application/problem+json")))]
 pub async fn issue_ticket(
     State(state): State<AppState>,
     auth: Auth,
@@ -779,10 +779,10 @@ pub struct TicketRevoke {
 }
 
 /// Revokes the participant's current ticket (staff). Idempotent.
-#[utoipa::path(post, path = "/api/v1/events/{event}/participants/{id}/ticket/revoke", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "participant_revoke_ticket", path = "/api/v1/events/{event}/participants/{id}/ticket/revoke", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
     request_body(content = Option<TicketRevoke>, description = "Optional"),
-    responses((status = 200, body = TicketOut), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = TicketOut), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn revoke_ticket(
     State(state): State<AppState>,
     auth: Auth,
@@ -877,10 +877,10 @@ fn image_response(content_type: &'static str, body: impl IntoResponse) -> Respon
 }
 
 /// The ticket's QR code as PNG (ECC M, quiet zone, 8 px per module).
-#[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}/ticket.png", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "participant_ticket_png", path = "/api/v1/events/{event}/participants/{id}/ticket.png", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
-    responses((status = 200, content_type = "image/png", body = Vec<u8>), (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", content_type = "image/png", body = Vec<u8>), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")))]
 pub async fn ticket_png(
     State(state): State<AppState>,
     auth: Auth,
@@ -892,9 +892,9 @@ pub async fn ticket_png(
 }
 
 /// The ticket's QR code as SVG.
-#[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}/ticket.svg", tag = "participants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "participant_ticket_svg", path = "/api/v1/events/{event}/participants/{id}/ticket.svg", tag = "participants", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
-    responses((status = 200, content_type = "image/svg+xml", body = String), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", content_type = "image/svg+xml", body = String), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn ticket_svg(
     State(state): State<AppState>,
     auth: Auth,

@@ -77,7 +77,7 @@ pub struct RedeemBody {
 #[utoipa::path(post, path = "/api/v1/events/{event}/redeem", tag = "checkins",
     security(("bearer" = []), ("gate" = [])),
     params(("event" = Uuid, Path, description = "Event id")), request_body = RedeemBody,
-    responses((status = 200, body = RedeemOut),
+    responses((status = 200, description = "OK", body = RedeemOut),
               (status = 403, description = "A gate credential of another event, or a viewer"),
               (status = 404, description = "Unknown event or gate"),
               (status = 422, description = "Invalid body")))]

@@ -22,7 +22,7 @@ pub struct EnrollBody {
 /// and expires; the credential is stored hashed. A new enrollment of a gate revokes the
 /// credentials of any device enrolled before for that gate (one device per gate), and tells the
 /// new device where the gate's check-in sequence continues.
-#[utoipa::path(post, path = "/sync/v1/enroll", tag = "sync", request_body = EnrollBody,
+#[utoipa::path(post, operation_id = "sync_enroll", path = "/sync/v1/enroll", tag = "sync", request_body = EnrollBody,
     responses((status = 201, description = "Enrolled: {gate_id, event_id, credential, server_time, next_seq}"),
               (status = 401, description = "Code unknown, used or expired"),
               (status = 422, description = "Invalid body")))]
