@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::login::LoginLimiter;
 use super::redeem::Caches;
+use super::redeem::batch::Queues;
 use crate::domain::crypto::MasterKey;
 use crate::live::Notifier;
 use crate::store::Db;
@@ -26,6 +27,8 @@ pub struct Inner {
     pub notifier: Notifier,
     /// What the online redeem keeps between requests (bounded TTL caches, batch queues).
     pub redeem: Caches,
+    /// The online redeem's per-event batch queues.
+    pub redeem_queues: Queues,
     /// Cancelled when shutdown starts: long polls answer at once and event streams end, so the
     /// graceful drain does not wait on them.
     pub stopping: tokio_util::sync::CancellationToken,
@@ -39,6 +42,7 @@ impl AppState {
         Self(Arc::new(Inner {
             notifier,
             redeem: Caches::default(),
+            redeem_queues: Queues::default(),
             stopping,
             db,
             master,

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use std::time::Duration;
 use sync_protocol::ShortCode;
 use sync_protocol::decide::{
     Credential, GatePolicy, Presence, TicketFacts, Verdict, check_holder, check_row, check_signed,
@@ -20,6 +21,8 @@ use sync_protocol::decide::{
 use sync_protocol::wire::{
     Checkin, Decision, Direction, GateDirection, Method, Reason, TicketStatus,
 };
+
+use moka::sync::Cache;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -121,6 +124,22 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<RedeemOut, Error>>,
 }
 
+/// Each event's batch queue; its drain task ends when the entry is evicted (idle for a minute)
+/// or the server stops.
+#[derive(Debug)]
+pub struct Queues(Cache<Uuid, mpsc::Sender<Job>>);
+
+impl Default for Queues {
+    fn default() -> Self {
+        Self(
+            Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        )
+    }
+}
+
 /// Queues a scan on its event's drain task (started on first use) and waits for the answer.
 pub async fn submit(state: &AppState, event_id: Uuid, scan: Scan) -> Result<RedeemOut, Error> {
     let (reply, answer) = oneshot::channel();
@@ -128,7 +147,7 @@ pub async fn submit(state: &AppState, event_id: Uuid, scan: Scan) -> Result<Rede
     // A queue whose task has ended (the server is stopping, or the task died) refuses the job:
     // forget it and start another once.
     for _ in 0..2 {
-        let queue = state.redeem.queues.get_with(event_id, || {
+        let queue = state.redeem_queues.0.get_with(event_id, || {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             tokio::spawn(drain(state.clone(), event_id, rx));
             tx
@@ -140,7 +159,7 @@ pub async fn submit(state: &AppState, event_id: Uuid, scan: Scan) -> Result<Rede
                     .map_err(|_| anyhow::anyhow!("the redeem batch was abandoned"))?;
             }
             Err(mpsc::error::SendError(back)) => {
-                state.redeem.queues.invalidate(&event_id);
+                state.redeem_queues.0.invalidate(&event_id);
                 job = back;
             }
         }

@@ -10,10 +10,8 @@ use std::time::Duration;
 use moka::sync::Cache;
 use sync_protocol::KeyRing;
 use sync_protocol::decide::EntryPolicy;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::batch::Job;
 use crate::domain::Error;
 use crate::domain::event::EventSettings;
 use crate::domain::gate::GateAuth;
@@ -53,9 +51,6 @@ pub struct Caches {
     /// Active gate rows (only active ones are cached).
     gates: Cache<Uuid, GateLite>,
     devices: Cache<Uuid, bool>,
-    /// Each event's batch queue; its drain task ends when the entry is evicted (idle) or the
-    /// server stops.
-    pub(super) queues: Cache<Uuid, mpsc::Sender<Job>>,
 }
 
 impl Default for Caches {
@@ -76,10 +71,6 @@ impl Default for Caches {
             devices: Cache::builder()
                 .max_capacity(MAX_GATES)
                 .time_to_live(TTL)
-                .build(),
-            queues: Cache::builder()
-                .max_capacity(MAX_EVENTS)
-                .time_to_idle(Duration::from_secs(60))
                 .build(),
         }
     }
