@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use sync_protocol::wire::Direction;
+use sync_protocol::wire::{Direction, Reason};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -207,8 +207,23 @@ where
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
+/// The page, with the operator's words for every reason (`Reason::describe`) filled in.
+fn page() -> &'static str {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    PAGE.get_or_init(|| {
+        let reasons: serde_json::Map<String, serde_json::Value> = Reason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), json!(r.describe())))
+            .collect();
+        include_str!("ui/index.html").replace(
+            "__REASONS__",
+            &serde_json::Value::Object(reasons).to_string(),
+        )
+    })
+}
+
 async fn index() -> Html<&'static str> {
-    Html(include_str!("ui/index.html"))
+    Html(page())
 }
 
 pub fn router(state: UiState) -> Router {
