@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::replica::{self, Enrollment, Replica, ReplicaError, TicketRow, i64_from};
+use crate::telemetry;
 
 /// Errors that prevent a decision from being made at all (as opposed to a REJECT).
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +292,17 @@ impl Gate {
     /// Each decision sees the ones before it (a ticket presented twice in a batch is admitted
     /// once). Nothing is returned before the commit; if it fails, every decision fails.
     pub fn scan_batch(&mut self, reqs: &[ScanRequest]) -> Vec<Result<ScanOutcome, GateError>> {
+        let out = self.decide_batch(reqs);
+        for r in &out {
+            match r {
+                Ok(o) => telemetry::decision(o),
+                Err(_) => telemetry::decision_error(),
+            }
+        }
+        out
+    }
+
+    fn decide_batch(&mut self, reqs: &[ScanRequest]) -> Vec<Result<ScanOutcome, GateError>> {
         let prepared: Vec<Result<Prepared, GateError>> =
             reqs.iter().map(|r| self.prepare(r)).collect();
         let gate_id = self.enrollment.gate_id;
@@ -416,6 +428,7 @@ impl Gate {
             -1,
         )?;
         tx.commit()?;
+        telemetry::undo();
         let row = self.replica.ticket(serial)?;
         Ok(ScanOutcome {
             id: checkin.id,

@@ -21,6 +21,7 @@ use crate::decide::{Gate, ScanRequest, Subject};
 use crate::handle::GateHandle;
 use crate::replica::Replica;
 use crate::sync::{SyncEngine, SyncStatus};
+use crate::telemetry;
 use crate::ui::{self, UiState};
 
 #[derive(Debug, Clone)]
@@ -198,7 +199,8 @@ async fn start_devices(
     Ok(())
 }
 
-/// Folds the WAL back into the database every few seconds, off the decision path.
+/// Folds the WAL back into the database every few seconds, off the decision path (and drains
+/// the metrics' histogram samples).
 async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -215,10 +217,12 @@ async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken)
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
+        telemetry::upkeep();
     }
 }
 
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    telemetry::install();
     let path = opts.data_dir.join("replica.db");
     let gate = Gate::new(Replica::open(&path)?)?;
     let enrollment = gate.enrollment().clone();

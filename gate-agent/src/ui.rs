@@ -5,15 +5,17 @@
 //! attendee's name and attention note in large type, works with touch for undo/override/lookup,
 //! and needs no extra dependency (axum already serves the sync side). It also makes the screen
 //! testable over plain HTTP. The page listens to `/api/events` (server-sent events), so a badge
-//! read by the USB scanner, the camera or BLE appears on screen the moment it is decided.
+//! read by the USB scanner, the camera or BLE appears on screen the moment it is decided. The
+//! same listener serves `/metrics` for Prometheus ([`crate::telemetry`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,11 +27,12 @@ use sync_protocol::wire::{Direction, Reason};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::decide::{GateError, ScanRequest, Subject};
+use crate::decide::{GateError, ScanRequest, Subject, wall_ms};
 use crate::handle::{GateHandle, HandleError};
 use crate::replica::Replica;
 use crate::status::status;
 use crate::sync::SyncStatus;
+use crate::telemetry;
 
 #[derive(Clone)]
 pub struct UiState {
@@ -226,15 +229,58 @@ async fn index() -> Html<&'static str> {
     Html(page())
 }
 
+/// `GET /metrics`: the gate's metrics in the Prometheus text format. The gauges that live in
+/// the replica (outbox depth, replica cursor, age of the last sync) are read at scrape time.
+async fn metrics(State(s): State<UiState>) -> Response {
+    let replica = s.replica.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let r = replica
+            .lock()
+            .map_err(|_| "replica lock poisoned".to_string())?;
+        let last_sync: Option<u64> = r
+            .meta("last_sync_at")
+            .map_err(|e| e.to_string())?
+            .and_then(|v| v.parse().ok());
+        let depth = r.outbox_depth().map_err(|e| e.to_string())?;
+        let cursor = r.replica_cursor().map_err(|e| e.to_string())?;
+        Ok((depth, cursor, last_sync))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match read {
+        Ok((depth, cursor, stored)) => {
+            telemetry::outbox_depth(depth);
+            telemetry::replica_cursor(cursor);
+            let live = s.sync.last_sync_ms.load(Ordering::Relaxed);
+            let last = stored.max((live > 0).then_some(live));
+            telemetry::sync_state(s.sync.online.load(Ordering::Relaxed), last, wall_ms());
+        }
+        // Still render what is known: a scrape that fails is worse than one stale gauge.
+        Err(e) => tracing::warn!(error = %e, "metrics: replica gauges not refreshed"),
+    }
+    match telemetry::render() {
+        Some(body) => ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], body).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are recorded by another recorder in this process\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The operator screen and its API, plus `/metrics`. `/metrics` is routed beside the operator
+/// routes, not among them: whatever guards the screen's routes must leave it readable by
+/// Prometheus scraping this (loopback) listener.
 pub fn router(state: UiState) -> Router {
-    Router::new()
+    let operator = Router::new()
         .route("/", get(index))
         .route("/api/status", get(get_status))
         .route("/api/scan", post(scan))
         .route("/api/undo", post(undo))
         .route("/api/lookup", get(lookup))
-        .route("/api/events", get(events))
-        .with_state(state)
+        .route("/api/events", get(events));
+    operator.route("/metrics", get(metrics)).with_state(state)
 }
 
 /// Serves the kiosk page until `shutdown`.
@@ -243,6 +289,8 @@ pub async fn serve(
     state: UiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Record from the first decision on, whoever started this listener.
+    telemetry::install();
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "operator screen listening");
     axum::serve(listener, router(state))
