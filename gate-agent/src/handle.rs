@@ -36,6 +36,8 @@ enum Command {
     ),
     Undo(Uuid, oneshot::Sender<Result<ScanOutcome, GateError>>),
     Lookup(String, oneshot::Sender<Result<Vec<LookupHit>, GateError>>),
+    /// Stop after everything queued before this; acknowledged when the thread is done.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Clonable access to the decision thread.
@@ -100,6 +102,10 @@ impl GateHandle {
                             }
                             let _ = reply.send(r);
                         }
+                        Command::Stop(done) => {
+                            let _ = done.send(());
+                            return;
+                        }
                         Command::Lookup(q, reply) => {
                             let r = (|| -> Result<Vec<LookupHit>, GateError> {
                                 let rows = gate.replica().search(&q, 20)?;
@@ -141,6 +147,16 @@ impl GateHandle {
 
     pub async fn lookup(&self, q: String) -> Result<Vec<LookupHit>, HandleError> {
         self.call(|r| Command::Lookup(q, r)).await
+    }
+
+    /// Stops the decision thread once it has decided everything asked of it before this call;
+    /// returns when it has stopped. Later requests (from any clone) fail with
+    /// [`HandleError::Stopped`].
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Command::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     /// Every committed decision, in order.

@@ -272,7 +272,11 @@ pub async fn run_puller(
         };
         telemetry::mesh_peers(list.len());
         for addr in list {
-            match pull_peer(&http, &replica, own, &addr).await {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = pull_peer(&http, &replica, own, &addr) => r,
+            };
+            match read {
                 Ok(n) if n > 0 => {
                     telemetry::mesh_updates(n);
                     tracing::debug!(peer = %addr, changed = n, "mesh presence updated")

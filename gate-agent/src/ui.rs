@@ -19,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
@@ -176,38 +176,37 @@ async fn get_status(State(s): State<UiState>) -> Result<Response, ApiError> {
     Ok(Json(v).into_response())
 }
 
-async fn events(State(s): State<UiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let mut rx = s.gate.subscribe();
-    let stream = async_stream_lite(move |tx| async move {
+/// The shutdown token, for the handlers whose responses stay open (the event stream).
+#[derive(Clone)]
+struct Stopping(CancellationToken);
+
+/// The live decision stream. It ends at shutdown, so the graceful stop of the listener is not
+/// held open by a kiosk browser.
+async fn events(
+    State(s): State<UiState>,
+    Extension(Stopping(shutdown)): Extension<Stopping>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = s.gate.subscribe();
+    let stream = futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
         loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                r = rx.recv() => r,
+            };
+            match next {
                 Ok(o) => {
                     let ev = Event::default()
                         .event("decision")
                         .json_data(&o)
                         .unwrap_or_default();
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
+                    return Some((Ok(ev), (rx, shutdown)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
-}
-
-/// A minimal generator-to-stream adapter over an mpsc channel (no extra dependency).
-fn async_stream_lite<T, F, Fut>(f: F) -> impl Stream<Item = T>
-where
-    T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
 /// The page, with the operator's words for every reason (`Reason::describe`) filled in.
@@ -272,7 +271,7 @@ async fn metrics(State(s): State<UiState>) -> Response {
 /// The operator screen and its API, plus `/metrics`. `/metrics` is routed beside the operator
 /// routes, not among them: whatever guards the screen's routes must leave it readable by
 /// Prometheus scraping this (loopback) listener.
-pub fn router(state: UiState) -> Router {
+pub fn router(state: UiState, shutdown: CancellationToken) -> Router {
     let operator = Router::new()
         .route("/", get(index))
         .route("/api/status", get(get_status))
@@ -280,10 +279,13 @@ pub fn router(state: UiState) -> Router {
         .route("/api/undo", post(undo))
         .route("/api/lookup", get(lookup))
         .route("/api/events", get(events));
-    operator.route("/metrics", get(metrics)).with_state(state)
+    operator
+        .route("/metrics", get(metrics))
+        .layer(Extension(Stopping(shutdown)))
+        .with_state(state)
 }
 
-/// Serves the kiosk page until `shutdown`.
+/// Serves the kiosk page until `shutdown` (open event streams end then too).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: UiState,
@@ -293,7 +295,7 @@ pub async fn serve(
     telemetry::install();
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "operator screen listening");
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state, shutdown.clone()))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

@@ -305,7 +305,13 @@ impl SyncEngine {
     async fn push_loop(&self, kick: Arc<Notify>, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
         loop {
-            match self.push_all().await {
+            // A push cut short is safe: rows are marked synced only for what the server
+            // acknowledged, and a resent check-in is a duplicate there.
+            let round = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = self.push_all() => r,
+            };
+            match round {
                 Ok((n, _)) => {
                     if n > 0 {
                         tracing::debug!(pushed = n, "outbox pushed");
