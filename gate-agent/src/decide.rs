@@ -1,10 +1,12 @@
 //! The gate decision (DESIGN §3): credential → parse → event → signature → validity window →
-//! zone → revocation → presence → ADMIT / REJECT(reason) → outbox row committed with
-//! `synchronous=FULL` → only then is the result returned to be shown.
+//! zone → direction → revocation → presence → ADMIT / REJECT(reason) → outbox row committed
+//! with `synchronous=FULL` → only then is the result returned to be shown.
 //!
 //! Everything is local: the replica is the only input, so the gate decides the same way with or
-//! without a network. The storage-free checks are `sync_protocol::decide`, shared with the
-//! server's online redeem, so a ticket gets the same reason everywhere.
+//! without a network. The rule itself is `sync_protocol::decide`, shared with the server's
+//! online redeem, so a ticket gets the same decision and reason everywhere; this module only
+//! gathers its inputs from the replica, in two phases: the storage-free checks before the write
+//! lock ([`Gate::prepare`]), revocation and presence under it (`record`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,16 +14,16 @@ use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
 use sync_protocol::ble::{BleCredential, BleError, slot_at};
 use sync_protocol::decide::{
-    Credential, GatePolicy, check_ticket, check_window, check_zone, parse_text,
+    Credential, EntryPolicy, GatePolicy, Presence, Verdict, check_holder, check_row, check_signed,
+    direction_for, parse_text, settle,
 };
-use sync_protocol::wire::{
-    Checkin, Decision, Direction, GateConfig, GateDirection, Method, Reason,
-};
+use sync_protocol::wire::{Checkin, Decision, Direction, GateConfig, Method, Reason, TicketStatus};
 use sync_protocol::{Hlc, HlcClock, KeyRing};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::replica::{self, Enrollment, Replica, ReplicaError, TicketRow, i64_from};
+use crate::telemetry;
 
 /// Errors that prevent a decision from being made at all (as opposed to a REJECT).
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +119,6 @@ pub struct Gate {
     replica: Replica,
     enrollment: Enrollment,
     cache: Option<Cache>,
-    /// Tolerance on validity windows for kiosk clocks that drift.
-    pub grace_seconds: u32,
     /// How long after a scan the operator may undo it.
     pub undo_window: Duration,
     clock: fn() -> u64,
@@ -140,7 +140,6 @@ impl Gate {
             replica: replica.for_decisions()?,
             enrollment,
             cache: None,
-            grace_seconds: 120,
             undo_window: Duration::from_secs(5 * 60),
             clock: wall_ms,
         })
@@ -187,35 +186,21 @@ impl Gate {
             .ok_or(GateError::NoConfig)
     }
 
+    /// The credential, storage-free (`sync_protocol::decide::check_signed` / `check_row`),
+    /// for a person moving `direction`.
     fn resolve(
         &self,
         req: &ScanRequest,
-        dir: Direction,
+        direction: Direction,
         cfg: &GateConfig,
         keys: &KeyRing,
         now_ms: u64,
     ) -> Result<Resolved, GateError> {
         let now_unix = now_ms / 1000;
-        let policy = GatePolicy {
-            event_tag: cfg.event_tag,
-            zone_mask: cfg.zone_mask,
-            now_unix,
-            grace_seconds: self.grace_seconds,
-        };
-        let entering = dir == Direction::In;
-        // For a ticket row (code, manual pick, BLE), the window and zone come from the replica.
-        let row_checks = |row: &TicketRow| -> Result<(), Reason> {
-            if entering {
-                check_window(
-                    row.valid_from,
-                    row.valid_until,
-                    now_unix,
-                    self.grace_seconds,
-                )?;
-                check_zone(row.scopes, cfg.zone_mask)?;
-            }
-            Ok(())
-        };
+        let policy = GatePolicy::new(cfg.event_tag, cfg.zone_mask, now_unix);
+        // For a ticket found by its row (code, manual pick, BLE), the window and zone are the
+        // replica's.
+        let row_checks = |row: &TicketRow| check_row(&row.facts(), &policy, direction);
         let mut out = Resolved {
             method: req.method.unwrap_or(Method::Qr),
             serial: None,
@@ -228,20 +213,7 @@ impl Gate {
                 Ok(Credential::Ticket(t)) => {
                     out.serial = Some(t.fields.serial);
                     out.row = self.replica.ticket(t.fields.serial)?;
-                    out.verdict = if entering {
-                        check_ticket(&t, keys, &policy)
-                    } else {
-                        // Leaving: authenticity only; an expired ticket may still walk out.
-                        check_ticket(
-                            &t,
-                            keys,
-                            &GatePolicy {
-                                zone_mask: 0,
-                                grace_seconds: u32::MAX / 2,
-                                ..policy
-                            },
-                        )
-                    };
+                    out.verdict = check_signed(&t, keys, &policy, direction);
                 }
                 Ok(Credential::Code(code)) => {
                     out.method = req.method.unwrap_or(Method::Code);
@@ -320,6 +292,17 @@ impl Gate {
     /// Each decision sees the ones before it (a ticket presented twice in a batch is admitted
     /// once). Nothing is returned before the commit; if it fails, every decision fails.
     pub fn scan_batch(&mut self, reqs: &[ScanRequest]) -> Vec<Result<ScanOutcome, GateError>> {
+        let out = self.decide_batch(reqs);
+        for r in &out {
+            match r {
+                Ok(o) => telemetry::decision(o),
+                Err(_) => telemetry::decision_error(),
+            }
+        }
+        out
+    }
+
+    fn decide_batch(&mut self, reqs: &[ScanRequest]) -> Vec<Result<ScanOutcome, GateError>> {
         let prepared: Vec<Result<Prepared, GateError>> =
             reqs.iter().map(|r| self.prepare(r)).collect();
         let gate_id = self.enrollment.gate_id;
@@ -354,7 +337,8 @@ impl Gate {
         }
     }
 
-    /// Everything before the write lock: configuration, parse, signature, window, zone.
+    /// Everything before the write lock: configuration, direction, parse, signature, window,
+    /// zone.
     fn prepare(&mut self, req: &ScanRequest) -> Result<Prepared, GateError> {
         self.refresh()?;
         let cache = self.cache.as_ref().ok_or(GateError::NoConfig)?;
@@ -362,12 +346,11 @@ impl Gate {
         if !cfg.is_active || self.replica.meta("wiped")?.is_some() {
             return Err(GateError::Deactivated);
         }
-        let direction = req.direction.unwrap_or(match cfg.direction {
-            GateDirection::Out => Direction::Out,
-            GateDirection::In | GateDirection::Both => Direction::In,
-        });
+        let (direction, allowed) = direction_for(cfg.direction, req.direction);
         let now_ms = (self.clock)();
-        let resolved = self.resolve(req, direction, cfg, &cache.keys, now_ms)?;
+        let mut resolved = self.resolve(req, direction, cfg, &cache.keys, now_ms)?;
+        // The credential's own reason first, then the gate's (as `sync_protocol::decide`).
+        resolved.verdict = resolved.verdict.and(allowed);
         if req.operator_override.is_some() && resolved.serial.is_none() {
             return Err(GateError::OverrideWithoutTicket);
         }
@@ -435,12 +418,17 @@ impl Gate {
         };
         replica::outbox::insert(&tx, &checkin)?;
         // Reverse the movement locally.
-        let back = match original.direction {
-            Direction::In => Direction::Out,
-            Direction::Out => Direction::In,
-        };
-        move_presence(&tx, serial, back, gate_id, checkin.id, hlc, -1)?;
+        move_presence(
+            &tx,
+            serial,
+            original.direction.reverse(),
+            gate_id,
+            checkin.id,
+            hlc,
+            -1,
+        )?;
         tx.commit()?;
+        telemetry::undo();
         let row = self.replica.ticket(serial)?;
         Ok(ScanOutcome {
             id: checkin.id,
@@ -492,7 +480,8 @@ fn next_position(tx: &rusqlite::Connection, now_ms: u64) -> Result<LogPosition, 
     })
 }
 
-/// Under the write lock: revocation and presence, then the outbox row and the presence update.
+/// Under the write lock: revocation and presence (`sync_protocol::decide::check_holder`), the
+/// override (`settle`), then the outbox row and the presence update.
 fn record(
     tx: &rusqlite::Connection,
     p: Prepared,
@@ -506,35 +495,33 @@ fn record(
         operator_override: asked_override,
     } = p;
     let mut verdict = resolved.verdict;
-    if let (Ok(()), Some(serial), Direction::In) = (verdict, resolved.serial, direction) {
-        let revoked: Option<i64> = tx
-            .prepare_cached("SELECT change_seq FROM revocations WHERE serial = ?1")?
-            .query_row([i64_from(serial)], |r| r.get(0))
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
-        let row_revoked = resolved.row.as_ref().is_some_and(|r| r.status == "revoked");
-        if revoked.is_some() || row_revoked {
-            verdict = Err(Reason::Revoked);
-        } else if !cfg.allow_multiple_checkins {
-            let p = replica::presence(tx, serial)?;
-            let used = if cfg.allow_reentry {
-                p.inside
-            } else {
-                p.inside || p.entries > 0
-            };
-            if used {
-                verdict = Err(Reason::AlreadyInside);
-            }
-        }
+    if let (Ok(()), Some(serial)) = (verdict, resolved.serial) {
+        let listed: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM revocations WHERE serial = ?1)")?
+            .query_row([i64_from(serial)], |r| r.get(0))?;
+        let row_revoked = resolved
+            .row
+            .as_ref()
+            .is_some_and(|r| r.status == TicketStatus::Revoked);
+        let p = replica::presence(tx, serial)?;
+        verdict = check_holder(
+            direction,
+            listed || row_revoked,
+            Presence {
+                inside: p.inside,
+                entries: p.entries,
+            },
+            EntryPolicy {
+                allow_multiple_checkins: cfg.allow_multiple_checkins,
+                allow_reentry: cfg.allow_reentry,
+            },
+        );
     }
-    let (decision, reason, operator_override) = match (verdict, asked_override) {
-        (Ok(()), _) => (Decision::Admit, None, None),
-        (Err(r), Some(why)) => (Decision::Admit, Some(r), Some(why)),
-        (Err(r), None) => (Decision::Reject, Some(r), None),
-    };
+    let Verdict {
+        decision,
+        reason,
+        operator_override,
+    } = settle(verdict, asked_override);
 
     let LogPosition {
         seq,

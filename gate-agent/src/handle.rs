@@ -5,6 +5,7 @@
 //! decision is broadcast to the screen and the stdout log, and wakes the sync pusher.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -12,6 +13,7 @@ use uuid::Uuid;
 
 use crate::decide::{Gate, GateError, ScanOutcome, ScanRequest};
 use crate::replica::TicketRow;
+use crate::telemetry;
 
 /// Most scans decided in one commit.
 const MAX_BATCH: usize = 64;
@@ -25,9 +27,17 @@ pub struct LookupHit {
 }
 
 enum Command {
-    Scan(ScanRequest, oneshot::Sender<Result<ScanOutcome, GateError>>),
+    /// A scan, with the moment it was asked for (the decision latency runs from there to the
+    /// durable commit).
+    Scan(
+        ScanRequest,
+        Instant,
+        oneshot::Sender<Result<ScanOutcome, GateError>>,
+    ),
     Undo(Uuid, oneshot::Sender<Result<ScanOutcome, GateError>>),
     Lookup(String, oneshot::Sender<Result<Vec<LookupHit>, GateError>>),
+    /// Stop after everything queued before this; acknowledged when the thread is done.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Clonable access to the decision thread.
@@ -57,13 +67,15 @@ impl GateHandle {
                 let mut next: Option<Command> = None;
                 while let Some(cmd) = next.take().or_else(|| rx.blocking_recv()) {
                     match cmd {
-                        Command::Scan(req, reply) => {
+                        Command::Scan(req, asked, reply) => {
                             // Group commit: scans already queued behind this one (several
                             // inputs at once) share its durable commit.
-                            let mut batch = vec![(req, reply)];
+                            let mut batch = vec![(req, (asked, reply))];
                             while batch.len() < MAX_BATCH {
                                 match rx.try_recv() {
-                                    Ok(Command::Scan(req, reply)) => batch.push((req, reply)),
+                                    Ok(Command::Scan(req, asked, reply)) => {
+                                        batch.push((req, (asked, reply)));
+                                    }
                                     Ok(other) => {
                                         next = Some(other);
                                         break;
@@ -73,8 +85,9 @@ impl GateHandle {
                             }
                             let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                             let results = gate.scan_batch(&reqs);
-                            for (r, reply) in results.into_iter().zip(replies) {
+                            for (r, (asked, reply)) in results.into_iter().zip(replies) {
                                 if let Ok(o) = &r {
+                                    telemetry::decision_latency(asked.elapsed());
                                     let _ = out.send(o.clone());
                                 }
                                 let _ = reply.send(r);
@@ -88,6 +101,10 @@ impl GateHandle {
                                 kick.notify_one();
                             }
                             let _ = reply.send(r);
+                        }
+                        Command::Stop(done) => {
+                            let _ = done.send(());
+                            return;
                         }
                         Command::Lookup(q, reply) => {
                             let r = (|| -> Result<Vec<LookupHit>, GateError> {
@@ -120,7 +137,8 @@ impl GateHandle {
     }
 
     pub async fn scan(&self, req: ScanRequest) -> Result<ScanOutcome, HandleError> {
-        self.call(|r| Command::Scan(req, r)).await
+        let asked = Instant::now();
+        self.call(|r| Command::Scan(req, asked, r)).await
     }
 
     pub async fn undo(&self, id: Uuid) -> Result<ScanOutcome, HandleError> {
@@ -129,6 +147,16 @@ impl GateHandle {
 
     pub async fn lookup(&self, q: String) -> Result<Vec<LookupHit>, HandleError> {
         self.call(|r| Command::Lookup(q, r)).await
+    }
+
+    /// Stops the decision thread once it has decided everything asked of it before this call;
+    /// returns when it has stopped. Later requests (from any clone) fail with
+    /// [`HandleError::Stopped`].
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Command::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     /// Every committed decision, in order.

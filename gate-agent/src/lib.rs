@@ -10,6 +10,7 @@
 //! - [`status`]: `gate-agent status`.
 //! - [`mesh`]: the venue mesh — gates read each other's logs on the LAN (DESIGN §8).
 //! - [`inspect`]: decode and verify one credential (`gate-agent inspect`).
+//! - [`telemetry`]: Prometheus metrics, served at `/metrics` beside the operator screen.
 
 pub mod decide;
 pub mod handle;
@@ -19,4 +20,5 @@ pub mod replica;
 pub mod run;
 pub mod status;
 pub mod sync;
+pub mod telemetry;
 pub mod ui;

@@ -286,7 +286,7 @@ fn main() -> ExitCode {
                 mesh_interval: Duration::from_millis(mesh_interval_ms.max(50)),
             };
             let r = runtime().and_then(|rt| {
-                rt.block_on(async {
+                let r = rt.block_on(async {
                     let shutdown = CancellationToken::new();
                     let sd = shutdown.clone();
                     tokio::spawn(async move {
@@ -294,7 +294,11 @@ fn main() -> ExitCode {
                         sd.cancel();
                     });
                     gate_agent::run::run(opts, shutdown).await
-                })
+                });
+                // Every task has stopped by now; a blocking call still running (a read on a
+                // device that never answers) must not keep the process from exiting.
+                rt.shutdown_timeout(Duration::from_secs(1));
+                r
             });
             match r {
                 Ok(()) => ExitCode::SUCCESS,

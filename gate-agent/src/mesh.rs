@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::decide::wall_ms;
 use crate::replica::Replica;
+use crate::telemetry;
 
 /// Most check-ins served per request.
 pub const PAGE: usize = 2_000;
@@ -269,13 +270,22 @@ pub async fn run_puller(
             Ok(r) => peers(&r, own, &extra_peers),
             Err(_) => return,
         };
+        telemetry::mesh_peers(list.len());
         for addr in list {
-            match pull_peer(&http, &replica, own, &addr).await {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = pull_peer(&http, &replica, own, &addr) => r,
+            };
+            match read {
                 Ok(n) if n > 0 => {
+                    telemetry::mesh_updates(n);
                     tracing::debug!(peer = %addr, changed = n, "mesh presence updated")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(peer = %addr, error = %e, "mesh peer unreachable"),
+                Err(e) => {
+                    telemetry::mesh_error();
+                    tracing::debug!(peer = %addr, error = %e, "mesh peer unreachable")
+                }
             }
         }
     }

@@ -15,12 +15,14 @@ use serde_json::json;
 use sync_protocol::wire::Direction;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::decide::{Gate, ScanRequest, Subject};
 use crate::handle::GateHandle;
 use crate::replica::Replica;
 use crate::sync::{SyncEngine, SyncStatus};
+use crate::telemetry;
 use crate::ui::{self, UiState};
 
 #[derive(Debug, Clone)]
@@ -101,15 +103,22 @@ impl Dedupe {
 }
 
 /// Feeds readings from all sources into the decision thread, dropping repeats within the
-/// dedupe window. Returns when every source has stopped.
+/// dedupe window. Returns when every source has stopped, or at `shutdown`: dropping the
+/// receiver then is what tells the sources to stop.
 pub async fn intake(
     mut rx: mpsc::Receiver<Reading>,
     gate: GateHandle,
     dedupe: Duration,
     direction: Option<Direction>,
+    shutdown: CancellationToken,
 ) {
     let mut dd = Dedupe::new(dedupe);
-    while let Some(reading) = rx.recv().await {
+    loop {
+        let reading = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = rx.recv() => r,
+        };
+        let Some(reading) = reading else { return };
         if !dd.admit(&reading.payload, Instant::now()) {
             tracing::debug!(source = %reading.source, "repeat within the dedupe window ignored");
             continue;
@@ -160,12 +169,26 @@ async fn printer(
     }
 }
 
+/// Runs a credential source as one of the agent's tasks; it stops when the intake drops its
+/// receiver.
+fn start_source<S: hardware::CredentialSource>(
+    tasks: &mut JoinSet<()>,
+    source: S,
+    tx: &mpsc::Sender<Reading>,
+) {
+    let tx = tx.clone();
+    tasks.spawn(async move {
+        let _ = hardware::run_source(source, tx).await;
+    });
+}
+
 /// Starts the camera and BLE sources compiled into this build.
 #[allow(clippy::unused_async)]
 async fn start_devices(
     opts: &RunOptions,
     beacon: sync_protocol::wire::BeaconConfig,
     tx: &mpsc::Sender<Reading>,
+    tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     #[cfg(feature = "camera")]
     if let Some(index) = opts.camera {
@@ -173,10 +196,11 @@ async fn start_devices(
             index,
             ..Default::default()
         })?;
-        drop(hardware::spawn(
+        start_source(
+            tasks,
             hardware::CameraSource::with_qr(camera, format!("camera:{index}")),
-            tx.clone(),
-        ));
+            tx,
+        );
     }
     #[cfg(not(feature = "camera"))]
     if opts.camera.is_some() {
@@ -185,20 +209,18 @@ async fn start_devices(
     #[cfg(feature = "ble")]
     if opts.ble {
         let scanner = hardware::ble::BtleplugScanner::start(beacon.service_uuid).await?;
-        drop(hardware::spawn(
-            hardware::BleSource::new("ble", scanner, beacon),
-            tx.clone(),
-        ));
+        start_source(tasks, hardware::BleSource::new("ble", scanner, beacon), tx);
     }
     #[cfg(not(feature = "ble"))]
     if opts.ble {
-        let _ = (beacon, tx);
+        let _ = (beacon, tx, tasks);
         anyhow::bail!("this gate-agent was built without Bluetooth support (cargo feature `ble`)");
     }
     Ok(())
 }
 
-/// Folds the WAL back into the database every few seconds, off the decision path.
+/// Folds the WAL back into the database every few seconds, off the decision path (and drains
+/// the metrics' histogram samples).
 async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -215,57 +237,97 @@ async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken)
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
+        telemetry::upkeep();
     }
 }
 
+/// How long the background tasks get to stop after `shutdown` before they are aborted.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the kiosk until `shutdown`, then stops every task it started: the sync loops, the mesh,
+/// the operator screen and its streams, the credential sources and, last, the decision thread
+/// (after the decisions it accepted). Each gets [`STOP_TIMEOUT`].
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    telemetry::install();
     let path = opts.data_dir.join("replica.db");
     let gate = Gate::new(Replica::open(&path)?)?;
     let enrollment = gate.enrollment().clone();
     let kick = Arc::new(Notify::new());
     let handle = GateHandle::spawn(gate, kick.clone())?;
-    let status = Arc::new(SyncStatus::default());
-    tracing::info!(gate_id = %enrollment.gate_id, server = %enrollment.server_url, "gate agent running");
+    let mut tasks = JoinSet::new();
+    let started = start(
+        &opts,
+        &path,
+        &enrollment,
+        &handle,
+        kick,
+        &shutdown,
+        &mut tasks,
+    )
+    .await;
+    if started.is_ok() {
+        tracing::info!(gate_id = %enrollment.gate_id, server = %enrollment.server_url, "gate agent running");
+        shutdown.cancelled().await;
+    }
+    // A failed start stops what did start, the same way.
+    shutdown.cancel();
+    stop(tasks, &handle).await;
+    started
+}
 
-    let mut tasks = tokio::task::JoinSet::new();
+/// Starts every task of the agent into `tasks`.
+async fn start(
+    opts: &RunOptions,
+    path: &std::path::Path,
+    enrollment: &crate::replica::Enrollment,
+    handle: &GateHandle,
+    kick: Arc<Notify>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let status = Arc::new(SyncStatus::default());
     tasks.spawn(printer(handle.subscribe(), shutdown.clone()));
 
     if opts.sync {
-        let engine = Arc::new(SyncEngine::new(Replica::open(&path)?)?.with_status(status.clone()));
+        let engine = Arc::new(SyncEngine::new(Replica::open(path)?)?.with_status(status.clone()));
         tasks.spawn(engine.run(kick, shutdown.clone()));
     }
 
     let (tx, rx) = mpsc::channel::<Reading>(256);
-    tasks.spawn(intake(rx, handle.clone(), opts.dedupe, opts.direction));
+    tasks.spawn(intake(
+        rx,
+        handle.clone(),
+        opts.dedupe,
+        opts.direction,
+        shutdown.clone(),
+    ));
     let beacon = {
-        let r = Replica::open(&path)?;
+        let r = Replica::open(path)?;
         r.gate_config(enrollment.gate_id)?
             .and_then(|c| c.beacon_config)
             .unwrap_or_default()
     };
     if let Some(log) = &opts.ble_replay {
         let replay = hardware::AdvertReplay::open(log, 1.0).await?;
-        drop(hardware::spawn(
+        start_source(
+            tasks,
             hardware::BleSource::new("ble:replay", replay, beacon),
-            tx.clone(),
-        ));
+            &tx,
+        );
     }
-    start_devices(&opts, beacon, &tx).await?;
+    start_devices(opts, beacon, &tx, tasks).await?;
     if opts.stdin {
-        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-        drop(hardware::spawn(
-            hardware::WedgeSource::new("wedge:stdin", stdin),
-            tx.clone(),
-        ));
+        start_source(tasks, hardware::WedgeSource::stdin()?, &tx);
     }
+    drop(tx);
 
     // A side connection for the screen's status reads and for WAL checkpoints, which the
     // decision connection never runs itself.
-    let side = Arc::new(Mutex::new(Replica::open(&path)?));
+    let side = Arc::new(Mutex::new(Replica::open(path)?));
     tasks.spawn(checkpointer(side.clone(), shutdown.clone()));
 
     // The venue mesh: read peers' logs (from the gate configs or --peer), serve ours if asked.
-    let mesh_replica = Arc::new(Mutex::new(Replica::open(&path)?));
+    let mesh_replica = Arc::new(Mutex::new(Replica::open(path)?));
     tasks.spawn(crate::mesh::run_puller(
         mesh_replica.clone(),
         enrollment.gate_id,
@@ -275,7 +337,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
     ));
     if let Some(addr) = opts.mesh_listen {
         let listener = crate::mesh::bind(addr).await?;
-        let (r, g, sd) = (mesh_replica.clone(), enrollment.gate_id, shutdown.clone());
+        let (r, g, sd) = (mesh_replica, enrollment.gate_id, shutdown.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::mesh::serve(listener, r, g, sd).await {
                 tracing::error!(error = %e, "mesh listener stopped");
@@ -287,8 +349,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let state = UiState {
             gate: handle.clone(),
-            replica: side.clone(),
-            sync: status.clone(),
+            replica: side,
+            sync: status,
         };
         let sd = shutdown.clone();
         tasks.spawn(async move {
@@ -297,12 +359,35 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
             }
         });
     }
-    drop(tx);
-
-    shutdown.cancelled().await;
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Waits for every task to notice the cancelled token (aborting those still running after
+/// [`STOP_TIMEOUT`]), then stops the decision thread once it has decided what it accepted.
+async fn stop(mut tasks: JoinSet<()>, handle: &GateHandle) {
+    let t0 = Instant::now();
+    let drained = tokio::time::timeout(STOP_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            still_running = tasks.len(),
+            "background tasks did not stop in time; aborting them"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    if tokio::time::timeout(STOP_TIMEOUT, handle.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the decision thread did not stop in time");
+    }
+    tracing::info!(
+        took_ms = t0.elapsed().as_millis() as u64,
+        "gate agent stopped"
+    );
 }
 
 #[cfg(test)]

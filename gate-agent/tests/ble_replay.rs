@@ -63,6 +63,7 @@ async fn a_recorded_log_admits_the_badge_once_and_rejects_replays_and_pass_bys()
         handle.clone(),
         Duration::from_secs(3),
         None,
+        tokio_util::sync::CancellationToken::new(),
     ));
     source.await.unwrap().unwrap();
     intake.await.unwrap();

@@ -9,7 +9,8 @@ use gate_agent::decide::{Gate, GateError, ScanRequest, Subject};
 use gate_agent::replica::Replica;
 use sync_protocol::ble::{BleCredential, BleKey, slot_at};
 use sync_protocol::wire::{
-    Change, ChangeData, Decision, Direction, Method, PresenceChange, Reason, RevocationChange,
+    Change, ChangeData, Decision, Direction, GateDirection, Method, PresenceChange, Reason,
+    RevocationChange, TicketStatus,
 };
 use sync_protocol::{Hlc, SignedTicket};
 use uuid::Uuid;
@@ -167,8 +168,8 @@ fn entry_exit_gates_let_people_back_in_single_entry_gates_do_not() {
     );
     assert_eq!(
         scan(&mut g, &t).1,
-        Some(Reason::AlreadyInside),
-        "single entry"
+        Some(Reason::ReentryNotAllowed),
+        "single entry: out again, not back in"
     );
 
     let f = fixture(2, |g| g.allow_multiple_checkins = true);
@@ -179,6 +180,88 @@ fn entry_exit_gates_let_people_back_in_single_entry_gates_do_not() {
         scan(&mut g, &t).0,
         Decision::Admit,
         "multiple check-ins allowed"
+    );
+}
+
+#[test]
+fn a_one_way_gate_refuses_the_other_way_and_defaults_to_its_own() {
+    let f = fixture(2, |g| g.direction = GateDirection::Out);
+    let mut g = gate(&f);
+    let t = f.ticket(1).encode();
+    let out = g.scan(&ScanRequest::text(&t)).unwrap();
+    assert_eq!(
+        (out.decision, out.direction, out.reason),
+        (Decision::Admit, Direction::Out, None),
+        "an exit gate lets people out without being told"
+    );
+    let wrong = g.scan(&dir(&t, Direction::In)).unwrap();
+    assert_eq!(
+        (wrong.decision, wrong.direction, wrong.reason),
+        (
+            Decision::Reject,
+            Direction::In,
+            Some(Reason::WrongDirection)
+        ),
+        "recorded as asked, refused"
+    );
+    // A credential's own reason comes first.
+    assert_eq!(
+        g.scan(&dir("garbage", Direction::In)).unwrap().reason,
+        Some(Reason::Malformed)
+    );
+
+    let f = fixture(1, |g| g.direction = GateDirection::In);
+    let mut g = gate(&f);
+    let t = f.ticket(1).encode();
+    assert_eq!(
+        g.scan(&dir(&t, Direction::Out)).unwrap().reason,
+        Some(Reason::WrongDirection)
+    );
+    assert_eq!(scan(&mut g, &t), (Decision::Admit, None));
+}
+
+#[test]
+fn the_grace_is_the_shared_one_on_both_ends_of_the_window() {
+    let f = fixture(4, |_| {});
+    let mut g = gate(&f);
+    let now = (NOW_MS / 1000) as u32;
+    let grace = sync_protocol::decide::GRACE_SECONDS;
+    let ended = |f: &Fixture, serial, ago: u32| {
+        f.ticket_with(serial, |t| t.valid_until = now - ago)
+            .encode()
+    };
+    assert_eq!(scan(&mut g, &ended(&f, 1, 90)).0, Decision::Admit);
+    assert_eq!(scan(&mut g, &ended(&f, 2, grace)).0, Decision::Admit);
+    assert_eq!(
+        scan(&mut g, &ended(&f, 3, grace + 1)).1,
+        Some(Reason::Expired)
+    );
+    let early = f
+        .ticket_with(4, |t| t.valid_from = now + grace + 1)
+        .encode();
+    assert_eq!(scan(&mut g, &early).1, Some(Reason::NotYetValid));
+}
+
+#[test]
+fn a_ticket_row_marked_revoked_is_refused_on_entry_and_may_leave() {
+    let f = fixture(1, |_| {});
+    let mut g = gate(&f);
+    let mut change = ticket_change(10, 1);
+    if let ChangeData::Ticket(t) = &mut change.data {
+        t.status = TicketStatus::Revoked;
+    }
+    g.replica_mut().apply_changes(&[change], 10).unwrap();
+    assert_eq!(
+        g.replica().ticket(1).unwrap().unwrap().status,
+        TicketStatus::Revoked
+    );
+    let t = f.ticket(1).encode();
+    assert_eq!(scan(&mut g, &t).1, Some(Reason::Revoked));
+    let code = Fixture::code(1).to_string();
+    assert_eq!(scan(&mut g, &code).1, Some(Reason::Revoked));
+    assert_eq!(
+        g.scan(&dir(&t, Direction::Out)).unwrap().decision,
+        Decision::Admit
     );
 }
 

@@ -14,6 +14,7 @@ use gate_agent::replica::Replica;
 use gate_agent::sync::SyncStatus;
 use gate_agent::ui::{UiState, serve};
 use serde_json::{Value, json};
+use sync_protocol::wire::Reason;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -162,6 +163,12 @@ async fn scan_lookup_manual_admit_undo_and_override_over_http() {
         .await
         .unwrap();
     assert!(page.contains("EventSource(\"/api/events\")"));
+    // Every reason in the operator's words, from the shared list.
+    assert!(!page.contains("__REASONS__"));
+    for r in Reason::ALL {
+        let entry = format!("{}:{}", json!(r.as_str()), json!(r.describe()));
+        assert!(page.contains(&entry), "{entry} missing from the page");
+    }
     shutdown.cancel();
 }
 

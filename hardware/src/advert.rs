@@ -78,7 +78,14 @@ impl<A: AdvertSource> CredentialSource for BleSource<A> {
 
     async fn run(mut self, tx: mpsc::Sender<Reading>) -> Result<(), SourceError> {
         let mut filter = PresenceFilter::new(&self.config);
-        while let Some(advert) = self.adverts.next_advert().await? {
+        loop {
+            // An adapter (or a paced replay) may be silent for long: stop as soon as the
+            // receiver is gone.
+            let advert = tokio::select! {
+                () = tx.closed() => break,
+                a = self.adverts.next_advert() => a?,
+            };
+            let Some(advert) = advert else { break };
             if advert.service_uuid != self.config.service_uuid {
                 continue;
             }

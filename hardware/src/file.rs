@@ -34,9 +34,12 @@ impl CredentialSource for FileSource {
         for path in self.paths {
             // Image decoding and the QR ladder are CPU work: keep them off the runtime.
             let shown = path.display().to_string();
-            let decoded = tokio::task::spawn_blocking(move || decode_image_file(&path))
-                .await
-                .map_err(|e| SourceError::Task(e.to_string()))?;
+            let job = tokio::task::spawn_blocking(move || decode_image_file(&path));
+            let decoded = tokio::select! {
+                // The decode finishes on its own; nobody waits for its result.
+                () = tx.closed() => break,
+                d = job => d.map_err(|e| SourceError::Task(e.to_string()))?,
+            };
             let text = match decoded {
                 Ok(Some(text)) => text,
                 Ok(None) => {

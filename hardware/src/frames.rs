@@ -263,7 +263,7 @@ impl Default for PipelineConfig {
 }
 
 /// Runs the decode worker until the slot's publisher is gone (and the last frame is decoded) or
-/// the reading receiver is dropped.
+/// the reading receiver is dropped (noticed while waiting for a frame, too).
 pub async fn run_decoder<D: FrameDecoder>(
     mut frames: FrameSubscriber,
     decoder: D,
@@ -273,7 +273,12 @@ pub async fn run_decoder<D: FrameDecoder>(
     let decoder = Arc::new(decoder);
     let stats = frames.stats_handle();
     let mut last: Option<(String, Instant)> = None;
-    while let Some(frame) = frames.next().await {
+    loop {
+        let frame = tokio::select! {
+            () = tx.closed() => break,
+            f = frames.next() => f,
+        };
+        let Some(frame) = frame else { break };
         stats.decoded.fetch_add(1, Ordering::Relaxed);
         let worker_decoder = Arc::clone(&decoder);
         let worker_frame = Arc::clone(&frame);
@@ -293,7 +298,10 @@ pub async fn run_decoder<D: FrameDecoder>(
                 );
                 // Wait for the straggler before starting another decode (see module docs); newer
                 // frames keep replacing each other in the slot meanwhile.
-                let _ = job.await;
+                tokio::select! {
+                    () = tx.closed() => break,
+                    _ = job => {}
+                }
                 continue;
             }
         };
@@ -330,6 +338,9 @@ pub async fn run_decoder<D: FrameDecoder>(
         stats.readings.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// How long a stopping camera source waits for its capture thread to notice.
+pub const CAPTURE_STOP: Duration = Duration::from_secs(2);
 
 /// A camera (or any [`FrameSource`]) plus a decoder: capture on a dedicated thread, decode in the
 /// worker above.
@@ -396,12 +407,18 @@ impl<S: FrameSource, D: FrameDecoder> CredentialSource for CameraSource<S, D> {
                 "cannot start capture thread: {error}"
             )));
         }
+        let name = self.config.source_name.clone();
         run_decoder(subscriber, self.decoder, self.config, tx).await;
         // The worker stops when the publisher is gone or the receiver is; in the second case the
-        // capture thread notices on its next publish.
-        match done_rx.await {
-            Ok(result) => result,
-            Err(_) => Err(SourceError::Task("capture thread panicked".to_owned())),
+        // capture thread notices on its next publish, a frame later. A device stuck in a read
+        // is not waited for beyond `CAPTURE_STOP`: the thread ends when the read returns.
+        match tokio::time::timeout(CAPTURE_STOP, done_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SourceError::Task("capture thread panicked".to_owned())),
+            Err(_) => {
+                tracing::warn!(source = %name, "capture thread still in a read; not waiting for it");
+                Ok(())
+            }
         }
     }
 }

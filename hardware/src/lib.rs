@@ -3,8 +3,10 @@
 //!
 //! Every source is a [`CredentialSource`]: the gate agent spawns it with an
 //! `mpsc::Sender<Reading>` and receives [`Reading`]s until the input ends or the receiver is
-//! dropped (that is the shutdown signal; sources hold no state worth flushing, so aborting the
-//! task is fine too). Each kind of hardware sits behind its own small trait, so the pipelines are
+//! dropped. Dropping the receiver is the shutdown signal: every source notices it while it waits
+//! for input (a silent scanner, a paced replay, an idle adapter), not only at its next reading,
+//! and returns promptly; device threads (camera capture, stdin) stop at their next read. Sources
+//! hold no state worth flushing, so aborting the task is fine too. Each kind of hardware sits behind its own small trait, so the pipelines are
 //! tested with real pixels and recorded adverts but no devices:
 //!
 //! | kind | device trait | source |
@@ -118,19 +120,25 @@ pub trait CredentialSource: Send + 'static {
     -> impl Future<Output = Result<(), SourceError>> + Send;
 }
 
+/// Runs a source to completion, logging a failure.
+pub async fn run_source<S: CredentialSource>(
+    source: S,
+    tx: mpsc::Sender<Reading>,
+) -> Result<(), SourceError> {
+    let name = source.name().to_owned();
+    let result = source.run(tx).await;
+    if let Err(error) = &result {
+        tracing::error!(source = %name, %error, "credential source stopped");
+    }
+    result
+}
+
 /// Spawns a source on the current tokio runtime.
 pub fn spawn<S: CredentialSource>(
     source: S,
     tx: mpsc::Sender<Reading>,
 ) -> tokio::task::JoinHandle<Result<(), SourceError>> {
-    let name = source.name().to_owned();
-    tokio::spawn(async move {
-        let result = source.run(tx).await;
-        if let Err(error) = &result {
-            tracing::error!(source = %name, %error, "credential source stopped");
-        }
-        result
-    })
+    tokio::spawn(run_source(source, tx))
 }
 
 /// Wall-clock unix milliseconds. A clock before 1970 (a kiosk with a dead RTC battery) reads as

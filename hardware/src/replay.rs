@@ -221,12 +221,21 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> CredentialSource for WedgeReplay<
 
     async fn run(mut self, tx: mpsc::Sender<Reading>) -> Result<(), SourceError> {
         let mut line = 0usize;
-        while let Some(record) = next_record::<_, WedgeRecord>(&mut self.input, &mut line).await? {
+        loop {
+            // Reading and pacing both wait; either stops when the receiver is gone.
+            let record = tokio::select! {
+                () = tx.closed() => break,
+                r = next_record::<_, WedgeRecord>(&mut self.input, &mut line) => r?,
+            };
+            let Some(record) = record else { break };
             // The log holds what the scanner typed; clean it exactly as the live source would.
             let Some(text) = clean_line(record.text.as_bytes()) else {
                 continue;
             };
-            self.pacer.wait_for(record.t_ms).await;
+            tokio::select! {
+                () = tx.closed() => break,
+                () = self.pacer.wait_for(record.t_ms) => {}
+            }
             let reading = Reading {
                 payload: Payload::Text(text),
                 t_ms: record.t_ms,

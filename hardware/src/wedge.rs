@@ -1,9 +1,13 @@
 //! Keyboard-wedge scanners: USB/Bluetooth scanners that "type" the code followed by Enter.
 //!
-//! In production the input is the kiosk's stdin ([`WedgeSource::stdin`]) or a tty; anything that
-//! is an [`AsyncBufRead`] works, which is also how the tests drive it.
+//! In production the input is the kiosk's stdin ([`WedgeSource::stdin`], read on a thread of
+//! its own so that a silent scanner never holds up shutdown) or a tty; anything that is an
+//! [`AsyncBufRead`] works, which is also how the tests drive it.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::{CredentialSource, Payload, Reading, SourceError, now_ms};
@@ -29,10 +33,11 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> WedgeSource<R> {
     }
 }
 
-impl WedgeSource<tokio::io::BufReader<tokio::io::Stdin>> {
-    /// The kiosk's standard input, named `"wedge:stdin"`.
-    pub fn stdin() -> Self {
-        Self::new("wedge:stdin", tokio::io::BufReader::new(tokio::io::stdin()))
+impl WedgeSource<ThreadStdin> {
+    /// The kiosk's standard input, named `"wedge:stdin"`, read on a thread of its own
+    /// ([`ThreadStdin`]).
+    pub fn stdin() -> std::io::Result<Self> {
+        Ok(Self::new("wedge:stdin", ThreadStdin::spawn()?))
     }
 }
 
@@ -42,7 +47,17 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> CredentialSource for WedgeSource<
     }
 
     async fn run(mut self, tx: mpsc::Sender<Reading>) -> Result<(), SourceError> {
-        while let Some(line) = read_line_capped(&mut self.input, MAX_LINE_BYTES).await? {
+        loop {
+            // A scanner may stay silent for hours: stop as soon as the gate agent drops its
+            // receiver, not at the next line.
+            let line = tokio::select! {
+                () = tx.closed() => break,
+                line = read_line_capped(&mut self.input, MAX_LINE_BYTES) => line?,
+            };
+            let Some(line) = line else {
+                tracing::debug!(source = %self.name, "wedge input ended");
+                break;
+            };
             let Some(text) = clean_line(&line) else {
                 continue;
             };
@@ -56,8 +71,93 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> CredentialSource for WedgeSource<
                 break;
             }
         }
-        tracing::debug!(source = %self.name, "wedge input ended");
         Ok(())
+    }
+}
+
+/// The process's standard input as an [`AsyncBufRead`], read on a dedicated thread.
+///
+/// Not `tokio::io::stdin`: that reads on the runtime's blocking pool, and a read that never
+/// returns (a scanner that sends nothing, a terminal nobody types in) holds up the runtime's
+/// shutdown until it does. This thread is never waited for: it ends at end of input, after its
+/// next read once this reader is dropped, or with the process.
+#[derive(Debug)]
+pub struct ThreadStdin {
+    chunks: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl ThreadStdin {
+    /// Starts the reading thread.
+    pub fn spawn() -> std::io::Result<Self> {
+        let (tx, chunks) = mpsc::channel(16);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                use std::io::Read;
+                let mut stdin = std::io::stdin().lock();
+                let mut chunk = vec![0u8; 4096];
+                loop {
+                    let read = match stdin.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => Ok(chunk.get(..n).unwrap_or_default().to_vec()),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => Err(e),
+                    };
+                    let failed = read.is_err();
+                    if tx.blocking_send(read).is_err() || failed {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self {
+            chunks,
+            buf: Vec::new(),
+            pos: 0,
+            ended: false,
+        })
+    }
+}
+
+impl AsyncBufRead for ThreadStdin {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+        let this = self.get_mut();
+        while this.pos >= this.buf.len() && !this.ended {
+            match ready!(this.chunks.poll_recv(cx)) {
+                Some(Ok(chunk)) => {
+                    this.buf = chunk;
+                    this.pos = 0;
+                }
+                Some(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Err(e));
+                }
+                None => this.ended = true,
+            }
+        }
+        // Empty once ended: end of input.
+        Poll::Ready(Ok(this.buf.get(this.pos..).unwrap_or_default()))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos = this.pos.saturating_add(amt).min(this.buf.len());
+    }
+}
+
+impl AsyncRead for ThreadStdin {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let available = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = available.len().min(out.remaining());
+        out.put_slice(available.get(..n).unwrap_or_default());
+        self.consume(n);
+        Poll::Ready(Ok(()))
     }
 }
 

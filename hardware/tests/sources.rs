@@ -405,3 +405,69 @@ async fn file_source_reads_png_and_jpeg_and_skips_the_rest() {
     let readings = collect(source).await;
     assert_eq!(texts(&readings), [ticket.clone(), ticket]);
 }
+
+// ---------------------------------------------------------------- shutdown
+
+/// Starts `source`, lets it settle into waiting, drops the receiver and expects the source to
+/// return promptly: dropping the receiver is the gate agent's shutdown signal.
+async fn stops_when_the_receiver_is_dropped<S: hardware::CredentialSource>(what: &str, source: S) {
+    let (tx, mut rx) = mpsc::channel(4);
+    let task = hardware::spawn(source, tx);
+    // Take whatever comes first, then leave the source waiting for more.
+    let _ = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+    drop(rx);
+    let stopped = tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .unwrap_or_else(|_| panic!("{what} still running 3 s after its receiver was dropped"));
+    stopped.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn every_source_stops_while_it_waits_once_the_receiver_is_dropped() {
+    // A scanner that never types again.
+    let (_typing, silent) = tokio::io::duplex(64);
+    stops_when_the_receiver_is_dropped(
+        "a silent wedge",
+        WedgeSource::new("wedge", tokio::io::BufReader::new(silent)),
+    )
+    .await;
+
+    // A real-time replay whose next line is an hour away.
+    let log = concat!(
+        r#"{"t_ms": 1790000000000, "text": "U1:ABC"}"#,
+        "\n",
+        r#"{"t_ms": 1790003600000, "text": "U1:DEF"}"#,
+        "\n"
+    );
+    stops_when_the_receiver_is_dropped(
+        "a paced wedge replay",
+        WedgeReplay::new("wedge:replay", log.as_bytes(), 1.0),
+    )
+    .await;
+
+    let adverts = [
+        advert_line(1_790_000_000_000, -50, "\"0xFEAA\"", &[1, 2, 3]),
+        advert_line(1_790_003_600_000, -50, "\"0xFEAA\"", &[1, 2, 3]),
+    ]
+    .join("\n");
+    stops_when_the_receiver_is_dropped(
+        "a paced advert replay",
+        BleSource::new(
+            "ble:replay",
+            AdvertReplay::new(std::io::Cursor::new(adverts.into_bytes()), 1.0),
+            beacon(),
+        ),
+    )
+    .await;
+
+    // A camera streaming frames with nothing in them, forever.
+    let frames = std::iter::repeat_with(|| {
+        std::thread::sleep(Duration::from_millis(5));
+        tagged(0)
+    });
+    stops_when_the_receiver_is_dropped(
+        "a streaming camera",
+        CameraSource::new(frames, |_: &LumaFrame| None, PipelineConfig::default()),
+    )
+    .await;
+}

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sync_protocol::wire::GateConfig;
+use sync_protocol::decide::TicketFacts;
+use sync_protocol::wire::{GateConfig, TicketStatus};
 use sync_protocol::{Hlc, KeyRing};
 use uuid::Uuid;
 
@@ -53,7 +54,7 @@ pub struct Enrollment {
 pub struct TicketRow {
     pub serial: u64,
     pub display_name: Option<String>,
-    pub status: String,
+    pub status: TicketStatus,
     pub scopes: u16,
     pub short_code: Option<String>,
     #[serde(skip)]
@@ -61,6 +62,18 @@ pub struct TicketRow {
     pub attention: Option<String>,
     pub valid_from: u32,
     pub valid_until: u32,
+}
+
+impl TicketRow {
+    /// What the admission rule reads of the row.
+    pub fn facts(&self) -> TicketFacts {
+        TicketFacts {
+            status: self.status,
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+            scopes: self.scopes,
+        }
+    }
 }
 
 /// Presence as far as this gate knows.
@@ -515,10 +528,15 @@ pub(crate) fn presence(conn: &Connection, serial: u64) -> Result<Presence> {
 
 fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketRow> {
     let serial: i64 = r.get(0)?;
+    let status: String = r.get(2)?;
+    // An unknown status is corrupt data: no decision rather than a guess.
+    let status = status.parse::<TicketStatus>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(TicketRow {
         serial: u64::try_from(serial).unwrap_or(0),
         display_name: r.get(1)?,
-        status: r.get(2)?,
+        status,
         scopes: u16::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
         short_code: r.get(4)?,
         ble_key: r.get(5)?,

@@ -1,7 +1,7 @@
 //! Applying the server's change log to the replica.
 
 use rusqlite::params;
-use sync_protocol::wire::{Change, ChangeData, TicketStatus};
+use sync_protocol::wire::{Change, ChangeData};
 
 use super::{Replica, Result, corrupt, i64_from, set_meta};
 
@@ -35,10 +35,6 @@ impl Replica {
                         .map(hex::decode)
                         .transpose()
                         .map_err(|e| corrupt("ticket.ble_key", e))?;
-                    let status = match t.status {
-                        TicketStatus::Valid => "valid",
-                        TicketStatus::Revoked => "revoked",
-                    };
                     tx.prepare_cached(
                         "INSERT INTO tickets (serial, display_name, status, scopes, short_code,
                                               ble_key, attention, valid_from, valid_until, change_seq)
@@ -53,7 +49,7 @@ impl Replica {
                     .execute(params![
                         i64_from(t.serial),
                         t.display_name,
-                        status,
+                        t.status.as_str(),
                         i64::from(t.scopes),
                         t.short_code,
                         ble_key,

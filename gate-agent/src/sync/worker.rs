@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::client::{SyncClient, SyncError};
 use crate::decide::wall_ms;
 use crate::replica::Replica;
+use crate::telemetry;
 
 /// Largest batch pushed in one request.
 pub const PUSH_BATCH: usize = 1_000;
@@ -130,6 +131,8 @@ impl SyncEngine {
     fn mark_ok(&self) {
         let was_online = self.status.online.load(Ordering::Relaxed);
         self.status.ok();
+        let now = wall_ms();
+        telemetry::sync_state(true, Some(now), now);
         if !was_online {
             self.reconnected.notify_waiters();
         }
@@ -178,13 +181,17 @@ impl SyncEngine {
                 .collect();
             let acked = resp.acked_through_seq;
             let server_time = resp.server_time;
-            self.db(move |r| {
-                r.acknowledge(acked, &statuses)?;
-                r.observe_clock(server_time, wall_ms())?;
-                r.set_meta("last_sync_at", &wall_ms().to_string())
-            })
-            .await?;
+            let depth = self
+                .db(move |r| {
+                    r.acknowledge(acked, &statuses)?;
+                    r.observe_clock(server_time, wall_ms())?;
+                    r.set_meta("last_sync_at", &wall_ms().to_string())?;
+                    r.outbox_depth()
+                })
+                .await?;
             self.mark_ok();
+            telemetry::pushed(n);
+            telemetry::outbox_depth(depth);
             pushed += n;
             batches += 1;
             if acked < max_seq {
@@ -221,6 +228,8 @@ impl SyncEngine {
             })
             .await?;
             self.mark_ok();
+            telemetry::pulled(n);
+            telemetry::replica_cursor(next);
             pulled += n;
             pages += 1;
             if deactivated {
@@ -259,13 +268,18 @@ impl SyncEngine {
         }
         .await;
         if let Err(e) = &result {
-            self.handle_error(e).await;
+            self.handle_error(e, "round").await;
         }
         result
     }
 
-    async fn handle_error(&self, e: &SyncError) {
+    /// Records a failed exchange (`op`: push, pull or round); an unaccepted credential wipes
+    /// the replica.
+    async fn handle_error(&self, e: &SyncError, op: &'static str) {
         self.status.failed(e);
+        telemetry::sync_error(op);
+        let last = self.status.last_sync_ms.load(Ordering::Relaxed);
+        telemetry::sync_state(false, (last > 0).then_some(last), wall_ms());
         if matches!(e, SyncError::Unauthorized)
             && !self.status.deactivated.load(Ordering::Relaxed)
             && let Err(wipe) = self.deactivate().await
@@ -291,7 +305,13 @@ impl SyncEngine {
     async fn push_loop(&self, kick: Arc<Notify>, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
         loop {
-            match self.push_all().await {
+            // A push cut short is safe: rows are marked synced only for what the server
+            // acknowledged, and a resent check-in is a duplicate there.
+            let round = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = self.push_all() => r,
+            };
+            match round {
                 Ok((n, _)) => {
                     if n > 0 {
                         tracing::debug!(pushed = n, "outbox pushed");
@@ -304,7 +324,7 @@ impl SyncEngine {
                     }
                 }
                 Err(e) => {
-                    self.handle_error(&e).await;
+                    self.handle_error(&e, "push").await;
                     if !e.is_transient() && !matches!(e, SyncError::Protocol(_)) {
                         tracing::error!(error = %e, "push stopped");
                         return;
@@ -331,7 +351,7 @@ impl SyncEngine {
             match round {
                 Ok(_) => backoff.reset(),
                 Err(e) => {
-                    self.handle_error(&e).await;
+                    self.handle_error(&e, "pull").await;
                     if !e.is_transient() && !matches!(e, SyncError::Protocol(_)) {
                         tracing::error!(error = %e, "pull stopped");
                         return;
