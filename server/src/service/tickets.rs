@@ -13,9 +13,7 @@ use sync_protocol::ShortCode;
 use sync_protocol::ble::BleKey;
 use sync_protocol::short_code::MAX_VALUE as SHORT_CODE_MAX;
 use sync_protocol::ticket::TicketFields;
-use sync_protocol::wire::{
-    ChangeData, RevocationChange, SigningKeyChange, TicketChange, TicketStatus,
-};
+use sync_protocol::wire::{ChangeData, RevocationChange, SigningKeyChange, TicketChange};
 use uuid::Uuid;
 
 use crate::domain::Error;
@@ -149,11 +147,7 @@ impl EventKeys {
         Ok(ChangeData::Ticket(TicketChange {
             serial,
             display_name,
-            status: if t.status == "valid" {
-                TicketStatus::Valid
-            } else {
-                TicketStatus::Revoked
-            },
+            status: t.status().map_err(|e| anyhow::anyhow!("{e}"))?,
             scopes: u16::try_from(t.scopes)?,
             short_code: Some(short_code(t.short_code)?.compact()),
             ble_key: Some(hex::encode(BleKey::derive(&self.ble_secret, serial).0)),
@@ -275,7 +269,7 @@ mod tests {
             scopes: 1,
             valid_from: 1_796_083_200,
             valid_until: 1_796_169_599,
-            status: "valid".into(),
+            status: sync_protocol::wire::TicketStatus::Valid.as_str().into(),
             issued_at: 0,
             revoked_at: None,
         };

@@ -1,6 +1,7 @@
 //! Tickets: one row per serial ever issued; a participant points at its current one.
 
 use sqlx::FromRow;
+use sync_protocol::wire::TicketStatus;
 use uuid::Uuid;
 
 use super::{Db, Tx, db_run, tx_run};
@@ -17,6 +18,15 @@ pub struct TicketRow {
     pub status: String,
     pub issued_at: i64,
     pub revoked_at: Option<i64>,
+}
+
+impl TicketRow {
+    /// The stored status, typed.
+    pub fn status(&self) -> Result<TicketStatus, crate::domain::Error> {
+        self.status
+            .parse()
+            .map_err(|e| crate::domain::Error::Internal(anyhow::Error::from(e)))
+    }
 }
 
 const ALLOCATE_SQL: &str = "INSERT INTO serial_counters (event_id, last_serial) VALUES ($1, $2)
@@ -216,7 +226,7 @@ async fn copy_chunk(
             .int(Some(r.scopes))
             .int(Some(r.valid_from))
             .int(Some(r.valid_until))
-            .text(Some("valid"))
+            .text(Some(TicketStatus::Valid.as_str()))
             .int(Some(r.issued_at));
         copy.end_row();
     }

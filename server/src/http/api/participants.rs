@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sync_protocol::ShortCode;
 use sync_protocol::wire::ChangeData;
+use sync_protocol::wire::TicketStatus;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -282,7 +283,7 @@ pub fn new_ticket(
         scopes: i64::from(scopes),
         valid_from,
         valid_until,
-        status: "valid".into(),
+        status: TicketStatus::Valid.as_str().into(),
         issued_at: now,
         revoked_at: None,
     })
@@ -612,7 +613,7 @@ async fn revoke_in_tx(
         ));
     }
     let mut revoked = ticket.clone();
-    revoked.status = "revoked".into();
+    revoked.status = TicketStatus::Revoked.as_str().into();
     changes.push((
         keys.ticket_change(&revoked, display_name, attention)?,
         false,
@@ -708,7 +709,7 @@ pub async fn issue_ticket(
     let old = p.ticket();
     let mut changes = Vec::new();
     if let Some(old) = &old
-        && old.status == "valid"
+        && old.status()? == TicketStatus::Valid
     {
         changes = revoke_in_tx(
             &state,
@@ -798,7 +799,7 @@ pub async fn revoke_ticket(
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let ticket = p.ticket().ok_or(Error::NotFound("ticket"))?;
-    if ticket.status == "valid" {
+    if ticket.status()? == TicketStatus::Valid {
         let changes = revoke_in_tx(
             &state,
             uow.tx(),
@@ -841,7 +842,7 @@ pub async fn revoke_serial(
     let ticket = store::tickets::get_tx(tx, event_id, serial)
         .await?
         .ok_or(Error::NotFound("ticket"))?;
-    if ticket.status != "valid" {
+    if ticket.status()? != TicketStatus::Valid {
         return Ok(());
     }
     let p = store::participants::get_tx(tx, event_id, ticket.participant_id).await?;
@@ -855,7 +856,7 @@ async fn current_credential(state: &AppState, event_id: Uuid, id: Uuid) -> Resul
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let ticket = p.ticket().ok_or(Error::NotFound("ticket"))?;
-    if ticket.status != "valid" {
+    if ticket.status()? != TicketStatus::Valid {
         return Err(Error::Conflict(
             "the ticket is revoked; issue a new one first".into(),
         ));
