@@ -295,7 +295,7 @@ impl Gate {
         let out = self.decide_batch(reqs);
         for r in &out {
             match r {
-                Ok(o) => telemetry::decision(o),
+                Ok(o) => telemetry::decision(o.decision, o.reason),
                 Err(_) => telemetry::decision_error(),
             }
         }

@@ -28,7 +28,6 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sync_protocol::wire::{Decision, Reason};
 
-use crate::decide::ScanOutcome;
 
 pub const DECISIONS: &str = "usher_gate_decisions_total";
 pub const DECISION_SECONDS: &str = "usher_gate_decision_seconds";
@@ -164,9 +163,9 @@ fn seed() {
 }
 
 /// A committed decision.
-pub fn decision(o: &ScanOutcome) {
-    let reason = o.reason.map_or(NO_REASON, Reason::as_str);
-    counter!(DECISIONS, "result" => o.decision.as_str(), "reason" => reason).increment(1);
+pub fn decision(decision: Decision, reason: Option<Reason>) {
+    let reason = reason.map_or(NO_REASON, Reason::as_str);
+    counter!(DECISIONS, "result" => decision.as_str(), "reason" => reason).increment(1);
 }
 
 /// From request to durable commit.

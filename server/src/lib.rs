@@ -1,4 +1,4 @@
-//! Usher's server: the organizer API and (next) the sync endpoints gates talk to.
+//! Usher's server: the organizer API and the sync endpoints gates talk to.
 //!
 //! Start it with [`build`] then [`App::run_until_stopped`]; tests bind port 0 and read
 //! [`App::port`]. Storage is PostgreSQL when `DATABASE_URL` is set, else an embedded SQLite file.
