@@ -28,7 +28,6 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sync_protocol::wire::{Decision, Reason};
 
-
 pub const DECISIONS: &str = "usher_gate_decisions_total";
 pub const DECISION_SECONDS: &str = "usher_gate_decision_seconds";
 pub const DECISION_ERRORS: &str = "usher_gate_decision_errors_total";

@@ -397,9 +397,20 @@ impl Agent {
 
     /// `gate-agent run --data-dir DIR --no-ui --dedupe-ms 0`.
     pub fn start(&mut self) {
+        self.start_with_ui(None);
+    }
+
+    /// `gate-agent run`, with the operator screen (and `/metrics`) on `127.0.0.1:ui_port` when
+    /// given, else `--no-ui`.
+    pub fn start_with_ui(&mut self, ui_port: Option<u16>) {
         let log = std::fs::File::create(self.log_path()).expect("agent log file");
-        let mut child = tokio::process::Command::new(agent_bin())
-            .args(["run", "--no-ui", "--dedupe-ms", "0"])
+        let mut command = tokio::process::Command::new(agent_bin());
+        command.args(["run", "--dedupe-ms", "0"]);
+        match ui_port {
+            Some(port) => command.env("USHER_UI_LISTEN", format!("127.0.0.1:{port}")),
+            None => command.arg("--no-ui"),
+        };
+        let mut child = command
             .arg("--data-dir")
             .arg(self.dir.path())
             .env(

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::error::Problem;
 use crate::service::AppState;
-use crate::store::Db;
+use crate::store::{self, Db};
 
 /// Upper bounds (seconds) of the request-duration histogram.
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -96,6 +96,14 @@ pub fn recorder() -> &'static PrometheusHandle {
         ] {
             metrics::counter!(name).increment(0);
         }
+        // Every label set a dashboard sums over exists from the start, so a rate is 0, not absent.
+        for kind in sync_protocol::ConflictKind::ALL {
+            metrics::counter!("usher_conflicts_total", "kind" => kind.as_str()).increment(0);
+        }
+        for result in sync_protocol::Decision::ALL {
+            metrics::counter!("usher_redeems_total", "result" => result.as_str(), "reason" => "")
+                .increment(0);
+        }
         handle
     })
 }
@@ -128,6 +136,25 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("usher_db_pool_connections", "state" => "busy")
         .set(f64::from(size.saturating_sub(idle)));
     metrics::gauge!("usher_live_subscribers").set(state.notifier.subscribers() as f64);
+    // State read from the database when scraped; a failed read leaves the last values.
+    match store::reports::inside_by_event(&state.db).await {
+        Ok(rows) => {
+            for (event, inside) in rows {
+                metrics::gauge!("usher_event_inside", "event" => event.to_string())
+                    .set(inside as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "occupancy for the metrics"),
+    }
+    match store::reports::gates_last_seen(&state.db).await {
+        Ok(rows) => {
+            for (gate, ms) in rows {
+                metrics::gauge!("usher_gate_last_seen_timestamp_seconds", "gate" => gate.to_string())
+                    .set(ms as f64 / 1000.0);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "gate last-seen times for the metrics"),
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

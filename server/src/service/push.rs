@@ -190,6 +190,12 @@ pub async fn merge_push(
     uow.changes(gate.event_id, refolded.changes.clone())?;
     uow.commit(&state.notifier).await?;
     metrics::counter!("usher_checkins_merged_total").increment(inserted.len() as u64);
+    count_movements(
+        gate.gate_id,
+        rows.iter()
+            .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
+            .map(|r| &r.checkin),
+    );
     for kinds in refolded.states.values() {
         for c in &kinds.conflicts {
             if pending.iter().any(|(_, s)| s.id == c.trigger) {
@@ -254,4 +260,26 @@ pub async fn merge_push(
         results,
         server_time,
     })
+}
+
+/// Counts admitted movements by gate and direction (the dashboard's admissions per minute).
+pub fn count_movements<'a>(gate_id: Uuid, checkins: impl Iterator<Item = &'a Checkin>) {
+    let (mut ins, mut outs) = (0u64, 0u64);
+    for c in checkins {
+        if c.decision == Decision::Admit && c.undoes.is_none() {
+            match c.direction {
+                Direction::In => ins += 1,
+                Direction::Out => outs += 1,
+            }
+        }
+    }
+    let gate = gate_id.to_string();
+    if ins > 0 {
+        metrics::counter!("usher_movements_total", "gate" => gate.clone(), "direction" => "in")
+            .increment(ins);
+    }
+    if outs > 0 {
+        metrics::counter!("usher_movements_total", "gate" => gate, "direction" => "out")
+            .increment(outs);
+    }
 }

@@ -228,3 +228,26 @@ pub async fn report_rows(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<ReportRow>
         .await?
     }))
 }
+
+/// Tickets inside right now, per event that has any (the metrics' occupancy gauge).
+pub async fn inside_by_event(db: &Db) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT event_id, CAST(count(*) AS BIGINT) FROM presence WHERE inside GROUP BY event_id",
+        )
+        .fetch_all(p)
+        .await?
+    }))
+}
+
+/// When the server last heard from each gate with a live credential (unix ms).
+pub async fn gates_last_seen(db: &Db) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT gate_id, CAST(max(last_seen_at) AS BIGINT) FROM gate_credentials
+             WHERE revoked_at IS NULL AND last_seen_at IS NOT NULL GROUP BY gate_id",
+        )
+        .fetch_all(p)
+        .await?
+    }))
+}

@@ -587,6 +587,9 @@ async fn try_batch(
     uow.changes(event_id, changes)?;
     uow.commit(&state.notifier).await?;
     metrics::counter!("usher_checkins_merged_total").increment(merged as u64);
+    for (gate_id, rows) in &rows_by_gate {
+        crate::service::push::count_movements(*gate_id, rows.iter().map(|r| &r.checkin));
+    }
     for (_, out) in &outs {
         metrics::counter!("usher_redeems_total", "result" => out.decision.as_str(),
             "reason" => out.reason.map_or("", Reason::as_str))
