@@ -7,6 +7,7 @@
 //! - [`sync`]: `/sync/v1`, what gates talk to (DESIGN §4).
 //! - [`auth`], [`gate_auth`]: the organizer's and the gate's bearer credentials as extractors.
 //! - [`error`]: domain errors as problem+json.
+//! - [`csv`]: CSV for spreadsheets, safe from formula injection.
 //! - [`extract`]: `Json`/`Path`/`Query` whose rejections are problem+json naming the field.
 //! - [`ops`]: health, readiness, Prometheus metrics and the request-metrics middleware.
 
@@ -23,6 +24,7 @@ use extract::Json;
 
 pub mod api;
 pub mod auth;
+pub mod csv;
 pub mod error;
 pub mod extract;
 pub mod gate_auth;

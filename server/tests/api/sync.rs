@@ -209,6 +209,7 @@ backend_tests!(
     a_deactivated_gate_loses_access,
     attendance_counts_per_gate_and_zone,
     deleting_an_event_removes_its_checkins_and_presence,
+    report_csv_cells_that_look_like_formulas_stay_text,
     large_batches_merge_like_small_ones_and_retry_as_duplicates,
 );
 
@@ -1276,6 +1277,36 @@ async fn attendance_counts_per_gate_and_zone(app: TestApp) {
     app.get(None, &format!("/api/v1/events/{event}/attendance"))
         .await
         .assert_problem(401, None);
+}
+
+async fn report_csv_cells_that_look_like_formulas_stay_text(app: TestApp) {
+    let event = app.create_event("Formulas").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.create_participant(
+        &event,
+        json!({"name": "=HYPERLINK(\"http://evil.example/\",\"click\")",
+               "organization": "@SUM(A1:A9)", "email": "plain@example.com"}),
+    )
+    .await;
+    let r = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/report?format=csv"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let mut reader = csv::Reader::from_reader(&r.bytes[..]);
+    let headers = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[headers.iter().position(|h| h == name).unwrap()].to_owned();
+    assert_eq!(
+        cell("name"),
+        "'=HYPERLINK(\"http://evil.example/\",\"click\")"
+    );
+    assert_eq!(cell("organization"), "'@SUM(A1:A9)");
+    assert_eq!(cell("email"), "plain@example.com");
 }
 
 async fn deleting_an_event_removes_its_checkins_and_presence(app: TestApp) {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
 use crate::http::api::{Page, load_event, page};
+use crate::http::csv::SafeCsv;
 use crate::http::extract::{Json, Path, Query};
 use crate::service::AppState;
 use crate::service::uow::UnitOfWork;
@@ -383,8 +384,8 @@ pub async fn report(
     if format == "json" {
         return Ok(axum::Json(rows).into_response());
     }
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let mut w = SafeCsv::default();
+    w.row([
         "participant_id",
         "external_id",
         "name",
@@ -396,11 +397,10 @@ pub async fn report(
         "entries",
         "exits",
         "first_admission",
-    ])
-    .map_err(anyhow::Error::from)?;
+    ])?;
     for r in rows {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        w.write_record([
+        w.row([
             r.participant_id.to_string(),
             opt(r.external_id),
             opt(r.name),
@@ -414,10 +414,9 @@ pub async fn report(
             r.entries.unwrap_or(0).to_string(),
             r.exits.unwrap_or(0).to_string(),
             r.first_admission.map(|u| u.to_string()).unwrap_or_default(),
-        ])
-        .map_err(anyhow::Error::from)?;
+        ])?;
     }
-    let body = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = w.finish()?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
