@@ -1,4 +1,5 @@
-//! `server [--listen ADDR] [--data-dir DIR]` and `server admin create --email E --password-stdin`.
+//! `server [--listen ADDR] [--data-dir DIR]`, `server backup DEST`, `server restore SRC` and
+//! `server admin create --email E --password-stdin`.
 
 use std::io::Read;
 
@@ -18,6 +19,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Writes a consistent snapshot of the database (and the master key) into a new
+    /// directory, while the server keeps running. SQLite only: PostgreSQL uses pg_dump.
+    Backup {
+        /// A new (or empty) directory.
+        dest: std::path::PathBuf,
+    },
+    /// Restores a `backup` directory into a data directory that has no database yet.
+    Restore {
+        /// A directory written by `server backup`.
+        src: std::path::PathBuf,
+    },
     /// Account administration.
     Admin {
         #[command(subcommand)]
@@ -48,6 +60,30 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("Usher server\n{}", cli.settings.describe());
             let app = server::build(cli.settings).await?;
             app.run_until_stopped(server::shutdown_signal()).await
+        }
+        Some(Command::Backup { dest }) => {
+            let s = server::service::backup::backup(&cli.settings, &dest).await?;
+            println!(
+                "backed up {} check-ins to {}{}",
+                s.checkins,
+                s.dir.display(),
+                if s.with_key {
+                    " (with the master key: keep this directory private)"
+                } else {
+                    " (the master key comes from USHER_MASTER_KEY and is not in the backup)"
+                }
+            );
+            Ok(())
+        }
+        Some(Command::Restore { src }) => {
+            let s = server::service::backup::restore(&cli.settings, &src).await?;
+            println!(
+                "restored {} check-ins into {}; start the server with --data-dir {}",
+                s.checkins,
+                s.dir.display(),
+                s.dir.display()
+            );
+            Ok(())
         }
         Some(Command::Admin {
             command: AdminCommand::Create { email, role, .. },

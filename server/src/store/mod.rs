@@ -22,6 +22,7 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use crate::settings::Settings;
 
 pub mod audit;
+pub mod backup;
 pub mod changes;
 pub mod checkins;
 pub mod events;
@@ -176,6 +177,16 @@ impl Db {
         };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Opens an SQLite file as it is (no migrations): backups and their checks.
+    pub async fn open_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(path))
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Db::Sqlite(pool))
     }
 
     async fn open_sqlite(
