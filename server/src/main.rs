@@ -1,5 +1,5 @@
-//! `server [--listen ADDR] [--data-dir DIR]`, `server backup DEST`, `server restore SRC` and
-//! `server admin create --email E --password-stdin`.
+//! `server [--listen ADDR] [--data-dir DIR]`, `server backup DEST`, `server restore SRC`,
+//! `server users list|create|set-role|disable|enable|reset-password` and `server admin create`.
 
 use std::io::Read;
 
@@ -30,7 +30,12 @@ enum Command {
         /// A directory written by `server backup`.
         src: std::path::PathBuf,
     },
-    /// Account administration.
+    /// Organizer accounts: list, create, set-role, disable, enable, reset-password.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Account administration (`admin create` is `users create`).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -49,6 +54,108 @@ enum AdminCommand {
         #[arg(long, default_value = "admin", value_parser = ["admin", "staff", "viewer"])]
         role: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Every account: e-mail, role, whether disabled, created.
+    List,
+    /// Creates an account; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (the only way, so it never shows in `ps`).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long, default_value = "staff", value_parser = ["admin", "staff", "viewer"])]
+        role: String,
+    },
+    /// Changes an account's role.
+    SetRole {
+        email: String,
+        #[arg(value_parser = ["admin", "staff", "viewer"])]
+        role: String,
+    },
+    /// Disables an account: it can no longer sign in.
+    Disable { email: String },
+    /// Enables a disabled account again.
+    Enable { email: String },
+    /// Sets a new random password and prints it once.
+    ResetPassword { email: String },
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("cannot read the password from standard input")?;
+    Ok(password.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
+    use server::service::users::Change;
+    let change = |email: String, c: Change| async move {
+        let db = server::Db::connect(settings).await?;
+        let actor = server::domain::auth::Actor {
+            id: None,
+            name: "cli".into(),
+        };
+        let out = server::service::users::change(&db, &actor, &email, c)
+            .await
+            .map_err(|e| match e {
+                server::domain::Error::NotFound(_) => {
+                    anyhow::anyhow!("no user with e-mail {email}")
+                }
+                other => anyhow::anyhow!("{other}"),
+            });
+        db.close().await;
+        out
+    };
+    match command {
+        UsersCommand::List => {
+            let db = server::Db::connect(settings).await?;
+            let rows = server::store::users::list(&db).await?;
+            db.close().await;
+            println!("{:<40} {:<7} {:<9} created", "e-mail", "role", "status");
+            for u in rows {
+                println!(
+                    "{:<40} {:<7} {:<9} {}",
+                    u.email,
+                    u.role,
+                    if u.disabled { "disabled" } else { "active" },
+                    server::store::ms_to_time(u.created_at)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                );
+            }
+        }
+        UsersCommand::Create { email, role, .. } => {
+            let role = Role::parse(&role).context("role must be admin, staff or viewer")?;
+            server::admin_create(settings, &email, &read_password()?, role).await?;
+            println!("created {} {email}", role.as_str());
+        }
+        UsersCommand::SetRole { email, role } => {
+            let role = Role::parse(&role).context("role must be admin, staff or viewer")?;
+            change(email.clone(), Change::Role(role)).await?;
+            println!("{email} is now {}", role.as_str());
+        }
+        UsersCommand::Disable { email } => {
+            change(email.clone(), Change::Disabled(true)).await?;
+            println!("{email} is disabled");
+        }
+        UsersCommand::Enable { email } => {
+            change(email.clone(), Change::Disabled(false)).await?;
+            println!("{email} is enabled");
+        }
+        UsersCommand::ResetPassword { email } => {
+            let password = change(email.clone(), Change::ResetPassword)
+                .await?
+                .context("no password was set")?;
+            // Deliberately stdout and not the log.
+            println!("new password for {email}: {password}\nIt is shown only once.");
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -85,16 +192,13 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Users { command }) => users(&cli.settings, command).await,
         Some(Command::Admin {
             command: AdminCommand::Create { email, role, .. },
         }) => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_to_string(&mut password)
-                .context("cannot read the password from standard input")?;
-            let password = password.trim_end_matches(['\r', '\n']);
+            let password = read_password()?;
             let role = Role::parse(&role).context("role must be admin, staff or viewer")?;
-            server::admin_create(&cli.settings, &email, password, role).await?;
+            server::admin_create(&cli.settings, &email, &password, role).await?;
             println!("created {role:?} {email}", role = role.as_str());
             Ok(())
         }

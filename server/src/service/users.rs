@@ -67,3 +67,70 @@ pub async fn bootstrap_admin(db: &Db, email: &str) -> anyhow::Result<Option<Stri
         .map_err(|e| anyhow::anyhow!("cannot create the first admin {email}: {e}"))?;
     Ok(Some(password))
 }
+
+/// A change to an existing account (the CLI's `server users …`).
+#[derive(Debug, Clone)]
+pub enum Change {
+    Role(Role),
+    Disabled(bool),
+    /// A new random password, returned once.
+    ResetPassword,
+}
+
+/// Applies `change` to the user with `email`, with an audit row; returns the new password for
+/// [`Change::ResetPassword`].
+pub async fn change(
+    db: &Db,
+    actor: &Actor,
+    email: &str,
+    change: Change,
+) -> Result<Option<String>, Error> {
+    let email = email.trim().to_lowercase();
+    let user = store::users::by_email(db, &email)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
+    let password = match change {
+        Change::ResetPassword => Some(random_password()?),
+        _ => None,
+    };
+    let hash = match &password {
+        Some(p) => {
+            let p = p.clone();
+            Some(
+                tokio::task::spawn_blocking(move || hash_password(&p))
+                    .await
+                    .map_err(|e| Error::Internal(e.into()))??,
+            )
+        }
+        None => None,
+    };
+    let mut tx = db.begin().await?;
+    let (action, detail) = match (&change, &hash) {
+        (Change::Role(role), _) => {
+            store::users::set_role(&mut tx, user.id, role.as_str()).await?;
+            ("user.role", serde_json::json!({"role": role.as_str()}))
+        }
+        (Change::Disabled(d), _) => {
+            store::users::set_disabled(&mut tx, user.id, *d).await?;
+            ("user.disable", serde_json::json!({"disabled": d}))
+        }
+        (Change::ResetPassword, Some(hash)) => {
+            store::users::set_password_hash(&mut tx, user.id, hash).await?;
+            ("user.reset_password", serde_json::json!({}))
+        }
+        (Change::ResetPassword, None) => {
+            return Err(Error::Internal(anyhow::anyhow!("no password hash")));
+        }
+    };
+    store::audit::record(
+        &mut tx,
+        actor,
+        action,
+        None,
+        Some(format!("user:{}", user.id)),
+        detail,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(password)
+}

@@ -63,3 +63,36 @@ pub async fn insert(
     });
     Ok(())
 }
+
+pub async fn set_role(tx: &mut Tx, id: Uuid, role: &str) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+            .bind(id)
+            .bind(role)
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
+}
+
+pub async fn set_disabled(tx: &mut Tx, id: Uuid, disabled: bool) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+            .bind(id)
+            .bind(disabled)
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
+}
+
+pub async fn set_password_hash(tx: &mut Tx, id: Uuid, hash: &str) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(hash)
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
+}
