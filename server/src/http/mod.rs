@@ -106,7 +106,15 @@ pub fn router(state: AppState) -> Router {
             "/events/{event}/conflicts/{id}/resolve",
             post(api::checkins::resolve_conflict),
         )
-        .route("/events/{event}/report", get(api::checkins::report));
+        .route("/events/{event}/report", get(api::checkins::report))
+        .route(
+            "/events/{event}/exports/participants",
+            get(api::exports::participants),
+        )
+        .route(
+            "/events/{event}/exports/checkins",
+            get(api::exports::checkins),
+        );
 
     Router::new()
         .nest("/api/v1", api)
@@ -172,6 +180,7 @@ impl utoipa::Modify for BearerAuth {
         api::redeem::redeem, api::checkins::attendance,
         api::checkins::list_checkins, api::checkins::list_conflicts,
         api::checkins::resolve_conflict, api::checkins::report,
+        api::exports::participants, api::exports::checkins,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
@@ -185,6 +194,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "checkins", description = "Check-ins and the online redeem"),
         (name = "conflicts", description = "Conflicts found by the merge"),
         (name = "live", description = "Attendance, report, live stream"),
+        (name = "exports", description = "Participants with check-in facts, the check-in log"),
     )
 )]
 pub struct ApiDoc;

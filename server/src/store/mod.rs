@@ -26,6 +26,7 @@ pub mod backup;
 pub mod changes;
 pub mod checkins;
 pub mod events;
+pub mod exports;
 pub mod gates;
 pub mod live;
 pub mod nodelay;

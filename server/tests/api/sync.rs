@@ -210,6 +210,7 @@ backend_tests!(
     attendance_counts_per_gate_and_zone,
     deleting_an_event_removes_its_checkins_and_presence,
     report_csv_cells_that_look_like_formulas_stay_text,
+    exports_give_each_participants_check_in_facts_and_the_whole_log,
     large_batches_merge_like_small_ones_and_retry_as_duplicates,
 );
 
@@ -1277,6 +1278,126 @@ async fn attendance_counts_per_gate_and_zone(app: TestApp) {
     app.get(None, &format!("/api/v1/events/{event}/attendance"))
         .await
         .assert_problem(401, None);
+}
+
+async fn exports_give_each_participants_check_in_facts_and_the_whole_log(app: TestApp) {
+    let (event, people) = live_event(&app, 3).await;
+    let a = new_gate(&app, &event, "East door", None).await;
+    let b = new_gate(&app, &event, "West door", None).await;
+    let t = now_ms();
+    let at = |mut c: Value, time: &str| {
+        c["scanned_at"] = json!(time);
+        c
+    };
+    push(
+        &app,
+        &a,
+        vec![
+            at(
+                checkin(a.next_seq, serial(&people[0]), "in", t, 0),
+                "2026-12-01T09:31:00Z",
+            ),
+            at(
+                checkin(a.next_seq + 1, serial(&people[0]), "out", t + 1, 0),
+                "2026-12-01T09:32:00Z",
+            ),
+        ],
+    )
+    .await
+    .assert_status(200);
+    let mut rejected = at(
+        checkin(b.next_seq + 1, serial(&people[1]), "in", t + 2, 0),
+        "2026-12-01T09:31:01Z",
+    );
+    rejected["decision"] = json!("reject");
+    rejected["reason"] = json!("wrong_zone");
+    push(
+        &app,
+        &b,
+        vec![
+            at(
+                checkin(b.next_seq, serial(&people[0]), "in", t + 3, 0),
+                "2026-12-01T09:33:00Z",
+            ),
+            rejected,
+        ],
+    )
+    .await
+    .assert_status(200);
+
+    let path = format!("/api/v1/events/{event}/exports/participants?format=json");
+    let rows = app
+        .get(Some(&app.staff), &path)
+        .await
+        .assert_status(200)
+        .clone();
+    let row = |p: &Value| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["participant_id"] == p["id"])
+            .unwrap()
+            .clone()
+    };
+    let first = row(&people[0]);
+    assert_eq!(first["first_entry"], "2026-12-01T09:31:00Z");
+    assert_eq!(first["last_exit"], "2026-12-01T09:32:00Z");
+    assert_eq!(
+        (first["entries"].clone(), first["exits"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(first["inside"], true);
+    assert_eq!(first["gates"], json!(["East door", "West door"]));
+    let never = row(&people[2]);
+    assert_eq!(
+        (never["first_entry"].clone(), never["entries"].clone()),
+        (Value::Null, json!(0))
+    );
+    // A viewer sees no contact details; unknown columns and formats name the field.
+    app.get(Some(&app.viewer), &path)
+        .await
+        .assert_problem(403, None);
+    app.get(Some(&app.staff), &format!("{path}&columns=name,shoe_size"))
+        .await
+        .assert_problem(400, Some("columns"));
+
+    // The columns chosen, in that order, as CSV.
+    let r = app
+        .get(
+            Some(&app.staff),
+            &format!("/api/v1/events/{event}/exports/participants?columns=name,first_entry,gates"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.bytes.clone()).unwrap();
+    assert!(text.starts_with("name,first_entry,gates\n"), "{text}");
+    assert!(
+        text.contains("2026-12-01T09:31:00Z,East door; West door"),
+        "{text}"
+    );
+
+    // The log holds every check-in, the rejected scan too, with its gate's name.
+    let log = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/exports/checkins?format=json"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 4);
+    let reject = log.iter().find(|c| c["decision"] == "reject").unwrap();
+    assert_eq!(
+        (reject["reason"].clone(), reject["gate"].clone()),
+        (json!("wrong_zone"), json!("West door"))
+    );
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/exports/checkins?format=xml"),
+    )
+    .await
+    .assert_problem(400, Some("format"));
 }
 
 async fn report_csv_cells_that_look_like_formulas_stay_text(app: TestApp) {

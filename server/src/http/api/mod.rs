@@ -12,6 +12,7 @@ use crate::store::events::EventRow;
 pub mod auth;
 pub mod checkins;
 pub mod events;
+pub mod exports;
 pub mod gates;
 pub mod import;
 pub mod participants;
