@@ -35,6 +35,11 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Service API keys for the systems that call the API: list, create, revoke.
+    ApiKeys {
+        #[command(subcommand)]
+        command: ApiKeysCommand,
+    },
     /// Account administration (`admin create` is `users create`).
     Admin {
         #[command(subcommand)]
@@ -82,6 +87,88 @@ enum UsersCommand {
     Enable { email: String },
     /// Sets a new random password and prints it once.
     ResetPassword { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeysCommand {
+    /// Every key: id, name, role, event, last use, revoked.
+    List,
+    /// Creates a key and prints it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "viewer", value_parser = ["admin", "staff", "viewer"])]
+        role: String,
+        /// Limit the key to one event.
+        #[arg(long)]
+        event: Option<uuid::Uuid>,
+    },
+    /// Revokes a key at once.
+    Revoke { id: uuid::Uuid },
+}
+
+async fn api_keys(settings: &Settings, command: ApiKeysCommand) -> anyhow::Result<()> {
+    let db = server::Db::connect(settings).await?;
+    let actor = server::domain::auth::Actor {
+        id: None,
+        name: "cli".into(),
+    };
+    let result = async {
+        match command {
+            ApiKeysCommand::List => {
+                println!(
+                    "{:<36} {:<24} {:<7} {:<36} last used",
+                    "id", "name", "role", "event"
+                );
+                for k in server::store::api_keys::list(&db).await? {
+                    let when = |ms: Option<i64>| {
+                        ms.and_then(|ms| {
+                            server::store::ms_to_time(ms)
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_else(|| "-".into())
+                    };
+                    println!(
+                        "{:<36} {:<24} {:<7} {:<36} {}{}",
+                        k.id,
+                        k.name,
+                        k.role,
+                        k.event_id.map_or_else(|| "all".into(), |e| e.to_string()),
+                        when(k.last_used_at),
+                        if k.revoked_at.is_some() {
+                            " (revoked)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            ApiKeysCommand::Create { name, role, event } => {
+                let role = Role::parse(&role).context("role must be admin, staff or viewer")?;
+                let created = server::service::api_keys::create(&db, &actor, &name, role, event)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "created API key {} ({} {}):\n{}\nIt is shown only once.",
+                    created.row.id,
+                    created.row.role,
+                    event.map_or_else(|| "for every event".into(), |e| format!("for event {e}")),
+                    created.key
+                );
+            }
+            ApiKeysCommand::Revoke { id } => {
+                server::service::api_keys::revoke(&db, &actor, id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("revoked API key {id}");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -193,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Users { command }) => users(&cli.settings, command).await,
+        Some(Command::ApiKeys { command }) => api_keys(&cli.settings, command).await,
         Some(Command::Admin {
             command: AdminCommand::Create { email, role, .. },
         }) => {

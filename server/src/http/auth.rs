@@ -1,4 +1,4 @@
-//! The organizer's bearer token as an extractor: `Auth` in a handler's arguments means "a valid
+//! The organizer's bearer token (a session token, or a service API key `usk_…`) as an extractor: `Auth` in a handler's arguments means "a valid
 //! token is required"; the role check is the handler's first line (`auth.require(Role::Staff)`).
 
 use axum::extract::FromRequestParts;
@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 
 use crate::domain::auth::{self, Auth};
 use crate::domain::error::Error;
-use crate::service::AppState;
+use crate::service::{AppState, api_keys};
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
@@ -29,6 +29,16 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or(Error::Unauthorized(
                 "the Authorization header must be `Bearer <token>`",
             ))?;
+        let token = token.trim();
+        if token.starts_with(api_keys::PREFIX) {
+            // Inside `/api/v1` the router sees the path without its prefix; scope checks use
+            // the path as sent.
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
+            return api_keys::authenticate(&state.db, token, &path).await;
+        }
         auth::verify_token(&state.master, token)
     }
 }

@@ -36,6 +36,14 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(api::auth::login))
         .route("/auth/me", get(api::auth::me))
         .route(
+            "/api-keys",
+            get(api::api_keys::list).post(api::api_keys::create),
+        )
+        .route(
+            "/api-keys/{id}",
+            axum::routing::delete(api::api_keys::revoke),
+        )
+        .route(
             "/users",
             get(api::auth::list_users).post(api::auth::create_user),
         )
@@ -181,6 +189,7 @@ impl utoipa::Modify for BearerAuth {
         api::checkins::list_checkins, api::checkins::list_conflicts,
         api::checkins::resolve_conflict, api::checkins::report,
         api::exports::participants, api::exports::checkins,
+        api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),

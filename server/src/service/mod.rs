@@ -11,6 +11,7 @@
 //! - [`tickets`]: event key material and ticket issuing.
 //! - [`users`], [`login`]: accounts and login throttling.
 
+pub mod api_keys;
 pub mod backup;
 pub mod enroll;
 pub mod login;
