@@ -104,7 +104,29 @@ pub fn router(state: AppState) -> Router {
             "/events/{event}/conflicts/{id}/resolve",
             post(api::checkins::resolve_conflict),
         )
-        .route("/events/{event}/report", get(api::checkins::report));
+        .route("/events/{event}/report", get(api::checkins::report))
+        .route(
+            "/events/{event}/webhooks",
+            get(api::webhooks::list).post(api::webhooks::create),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}",
+            get(api::webhooks::get)
+                .patch(api::webhooks::update)
+                .delete(api::webhooks::delete),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}/rotate",
+            post(api::webhooks::rotate),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}/test",
+            post(api::webhooks::test),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}/deliveries",
+            get(api::webhooks::deliveries),
+        );
 
     Router::new()
         .nest("/api/v1", api)
@@ -170,6 +192,8 @@ impl utoipa::Modify for BearerAuth {
         api::redeem::redeem, api::checkins::attendance,
         api::checkins::list_checkins, api::checkins::list_conflicts,
         api::checkins::resolve_conflict, api::checkins::report,
+        api::webhooks::list, api::webhooks::create, api::webhooks::get, api::webhooks::update,
+        api::webhooks::delete, api::webhooks::rotate, api::webhooks::test, api::webhooks::deliveries,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
@@ -183,6 +207,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "checkins", description = "Check-ins and the online redeem"),
         (name = "conflicts", description = "Conflicts found by the merge"),
         (name = "live", description = "Attendance, report, live stream"),
+        (name = "webhooks", description = "Webhook endpoints and their deliveries (Standard Webhooks)"),
     )
 )]
 pub struct ApiDoc;
