@@ -73,7 +73,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
             settings.admin_email
         );
     }
-    let state = AppState::new(db, master);
+    let state = AppState::new(
+        db,
+        master,
+        service::webhooks::Config::from_settings(&settings),
+    );
     let router = app_router(state.clone());
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -147,6 +151,7 @@ impl App {
         let db = self.state.db.clone();
         let stopping = self.state.stopping.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
+        let webhooks = tokio::spawn(service::webhooks::run(self.state.clone()));
         // Graceful shutdown waits for open connections; event streams and long polls would hold
         // it forever, so they end as soon as shutdown starts (`stopping`).
         let shutdown = async move {
@@ -162,6 +167,11 @@ impl App {
         .with_graceful_shutdown(shutdown)
         .await
         .context("server error")?;
+        // The webhook worker stops claiming at once; attempts in flight finish (bounded by the
+        // receiver timeout).
+        tokio::time::timeout(Duration::from_secs(30), webhooks)
+            .await
+            .ok();
         tokio::time::timeout(Duration::from_secs(5), db.close())
             .await
             .ok();

@@ -63,6 +63,16 @@ pub struct Settings {
     /// Largest database pool.
     #[arg(long, env = "USHER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// Multiplies the webhook retry schedule (5 s, 30 s, 2 min, … for a little over 24 h) and
+    /// with it the time after which a failing endpoint is disabled. 1 in production; tests use
+    /// small values.
+    #[arg(long, env = "USHER_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
+
+    /// Seconds a webhook receiver has to answer one delivery.
+    #[arg(long, env = "USHER_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
 }
 
 impl Settings {
@@ -75,6 +85,8 @@ impl Settings {
             master_key: None,
             admin_email: "admin@localhost".into(),
             db_max_connections: 8,
+            webhook_retry_scale: 1.0,
+            webhook_timeout_secs: 10,
         }
     }
 
@@ -90,10 +102,13 @@ impl Settings {
             format!("{}", self.data_dir.join("master.key").display())
         };
         format!(
-            "listen      {}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}",
+            "listen      {}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}\n\
+             webhooks    timeout {} s, retry scale {}",
             self.listen,
             self.data_dir.display(),
-            self.admin_email
+            self.admin_email,
+            self.webhook_timeout_secs,
+            self.webhook_retry_scale
         )
     }
 }

@@ -52,7 +52,7 @@ async fn world() -> World {
     .unwrap();
     tx.commit().await.unwrap();
     World {
-        state: AppState::new(db, master),
+        state: AppState::new(db, master, Default::default()),
         event_id,
         _dir: dir,
     }

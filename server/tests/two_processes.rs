@@ -23,6 +23,9 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+#[path = "common/webhook_receiver.rs"]
+mod receiver;
+
 const ADMIN_EMAIL: &str = "ops@example.org";
 const ADMIN_PASSWORD: &str = "two processes, one database";
 
@@ -34,6 +37,8 @@ const ADMIN_PASSWORD: &str = "two processes, one database";
 struct Deployment {
     database_url: String,
     master_key: String,
+    /// More environment of every process.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Deployment {
@@ -47,6 +52,9 @@ impl Deployment {
             .env_remove("USHER_DATA_DIR")
             .env_remove("USHER_ADMIN_EMAIL")
             .env("RUST_LOG", "info,sqlx=warn");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 }
@@ -232,6 +240,7 @@ async fn an_admission_pushed_to_one_process_reaches_a_live_stream_on_another() {
     let deployment = Deployment {
         database_url: pg.url.clone(),
         master_key: format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+        env: Vec::new(),
     };
     assert_eq!(deployment.master_key.len(), 64);
 
@@ -451,6 +460,262 @@ async fn an_admission_pushed_to_one_process_reaches_a_live_stream_on_another() {
         .await;
     assert_eq!(attendance["inside"], 1, "{attendance}");
 
+    a.kill().await;
+    b.kill().await;
+}
+
+// ---------------------------------------------------------------- webhooks from two processes
+
+/// `server admin create` against the deployment's database (which also migrates it).
+async fn create_admin(deployment: &Deployment) {
+    let admin_dir = tempfile::tempdir().expect("tempdir");
+    let mut create = deployment
+        .command(admin_dir.path())
+        .args([
+            "admin",
+            "create",
+            "--email",
+            ADMIN_EMAIL,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn server admin create");
+    let mut stdin = create.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+        .await
+        .expect("write the password");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), create.wait_with_output())
+        .await
+        .expect("server admin create did not finish within 60 s")
+        .expect("server admin create");
+    assert!(out.status.success(), "server admin create failed: {out:?}");
+}
+
+/// The `usher_webhook_deliveries_total{result="delivered"}` counter of a process.
+async fn delivered_by(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("usher_webhook_deliveries_total{") && l.contains("result=\"delivered\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_deliver_each_webhook_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pg = PgDatabase::create("usher_2proc_hooks")
+        .await
+        .expect("a fresh PostgreSQL database");
+    let deployment = Deployment {
+        database_url: pg.url.clone(),
+        master_key: format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+        env: vec![("USHER_WEBHOOK_RETRY_SCALE", "0.001".into())],
+    };
+    create_admin(&deployment).await;
+    let a = ServerProcess::start("A", &deployment).await;
+    let b = ServerProcess::start("B", &deployment).await;
+
+    let http = reqwest::Client::builder().build().expect("client");
+    let anon = Client {
+        http: http.clone(),
+        token: None,
+    };
+    let login = anon
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/auth/login", a.base),
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            200,
+        )
+        .await;
+    let org = Client {
+        http: http.clone(),
+        token: Some(login["access_token"].as_str().expect("token").to_owned()),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let event = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events", a.base),
+            Some(json!({"name": "Two processes, webhooks", "status": "live",
+                "starts_at": rfc3339(now - time::Duration::hours(1)),
+                "ends_at": rfc3339(now + time::Duration::hours(8))})),
+            201,
+        )
+        .await;
+    let event_id = event["id"].as_str().expect("event id").to_owned();
+
+    // A slow receiver that refuses everything for the first 1.5 s: the first attempts and the
+    // retries are spread over both processes.
+    let rx = receiver::Receiver::start().await;
+    rx.set_delay(20);
+    rx.set_failing(true);
+    let hook = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events/{event_id}/webhooks", a.base),
+            Some(json!({"url": rx.url(), "events": ["checkin.created", "participant.created"]})),
+            201,
+        )
+        .await;
+    let secret = hook["secret"].as_str().expect("secret").to_owned();
+
+    const N: usize = 200;
+    let people: Vec<Value> = (0..N)
+        .map(|i| json!({"name": format!("Guest {i}"), "email": format!("g{i}@example.org")}))
+        .collect();
+    let created = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events/{event_id}/participants", b.base),
+            Some(json!(people)),
+            201,
+        )
+        .await;
+    let serials: Vec<u64> = created["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["ticket"]["serial"].as_u64().expect("serial"))
+        .collect();
+
+    // One gate pushing to A, one to B, half of the tickets each.
+    let mut checkin_ids = Vec::new();
+    for (k, server) in [&a, &b].into_iter().enumerate() {
+        let gate = org
+            .expect(
+                Method::POST,
+                &format!("{}/api/v1/events/{event_id}/gates", server.base),
+                Some(json!({"name": format!("Gate {k}"), "direction": "both"})),
+                201,
+            )
+            .await;
+        let gate_id = gate["id"].as_str().expect("gate id").to_owned();
+        let code = org
+            .expect(
+                Method::POST,
+                &format!(
+                    "{}/api/v1/events/{event_id}/gates/{gate_id}/enrollments",
+                    server.base
+                ),
+                None,
+                201,
+            )
+            .await;
+        let enrolled = anon
+            .expect(
+                Method::POST,
+                &format!("{}/sync/v1/enroll", server.base),
+                Some(json!({"code": code["code"], "device_name": "kiosk"})),
+                201,
+            )
+            .await;
+        let credential = enrolled["credential"]
+            .as_str()
+            .expect("credential")
+            .to_owned();
+        let next_seq = enrolled["next_seq"].as_u64().expect("next_seq");
+        let mine: Vec<u64> = serials.iter().copied().skip(k).step_by(2).collect();
+        for (c, chunk) in mine.chunks(25).enumerate() {
+            let checkins: Vec<Checkin> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, serial)| {
+                    let scanned_at = time::OffsetDateTime::now_utc();
+                    let wall = u64::try_from(scanned_at.unix_timestamp_nanos() / 1_000_000)
+                        .expect("wall clock");
+                    Checkin {
+                        id: Uuid::now_v7(),
+                        seq: next_seq + (c * 25 + i) as u64,
+                        ticket_serial: Some(*serial),
+                        code: None,
+                        method: ScanMethod::Qr,
+                        direction: Direction::In,
+                        decision: Decision::Admit,
+                        reason: None,
+                        hlc: Hlc::new(wall, 0),
+                        scanned_at,
+                        replica_cursor: 0,
+                        operator_override: None,
+                        undoes: None,
+                    }
+                })
+                .collect();
+            checkin_ids.extend(checkins.iter().map(|c| c.id.to_string()));
+            let body = serde_json::to_value(PushRequest {
+                gate_id: Uuid::parse_str(&gate_id).expect("gate uuid"),
+                checkins,
+            })
+            .expect("encode the push");
+            let resp = http
+                .post(format!("{}/sync/v1/checkins", server.base))
+                .bearer_auth(&credential)
+                .header(sync_protocol::wire::PROTOCOL_HEADER, "1")
+                .json(&body)
+                .send()
+                .await
+                .expect("push");
+            assert_eq!(resp.status(), 200);
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = rx.refused();
+    rx.set_failing(false);
+    let t0 = Instant::now();
+    let expected = 2 * N;
+    let got = rx.wait_for(expected, Duration::from_secs(60)).await;
+    eprintln!(
+        "{expected} deliveries after the receiver came back in {:?} ({refused} refused before)",
+        t0.elapsed()
+    );
+    // Nothing more arrives later (no second delivery of any message).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_all = rx.received();
+    assert_eq!(got_all.len(), got.len().max(expected), "late duplicates");
+    let by_id = receiver::once_each(&secret, &got_all);
+    assert_eq!(by_id.len(), expected);
+    let announced: std::collections::HashSet<String> = by_id
+        .values()
+        .map(|r| r.json())
+        .filter(|b| b["type"] == "checkin.created")
+        .map(|b| {
+            b["data"]["checkin_id"]
+                .as_str()
+                .expect("checkin id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(announced.len(), N);
+    assert!(checkin_ids.iter().all(|id| announced.contains(id)));
+
+    let (from_a, from_b) = (
+        delivered_by(&http, &a.base).await,
+        delivered_by(&http, &b.base).await,
+    );
+    eprintln!("delivered by A: {from_a}, by B: {from_b}");
+    assert_eq!(
+        from_a + from_b,
+        expected as u64,
+        "each message delivered by one process"
+    );
+    rx.stop();
     a.kill().await;
     b.kill().await;
 }

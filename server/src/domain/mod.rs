@@ -8,6 +8,7 @@
 //! - [`gate`]: enrollment codes and gate credentials.
 //! - [`live`]: the payload of live notifications.
 //! - [`text`]: how text fields are trimmed and bounded.
+//! - [`webhook`]: webhook event types, secrets, signatures and the retry schedule.
 
 pub mod auth;
 pub mod crypto;
@@ -17,6 +18,7 @@ pub mod gate;
 pub mod jwt;
 pub mod live;
 pub mod text;
+pub mod webhook;
 
 pub use error::{Error, FieldError};
 

@@ -122,6 +122,28 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/{event}/exports/checkins",
             get(api::exports::checkins),
+        )
+        .route(
+            "/events/{event}/webhooks",
+            get(api::webhooks::list).post(api::webhooks::create),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}",
+            get(api::webhooks::get)
+                .patch(api::webhooks::update)
+                .delete(api::webhooks::delete),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}/rotate",
+            post(api::webhooks::rotate),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}/test",
+            post(api::webhooks::test),
+        )
+        .route(
+            "/events/{event}/webhooks/{id}/deliveries",
+            get(api::webhooks::deliveries),
         );
 
     Router::new()
@@ -190,6 +212,8 @@ impl utoipa::Modify for BearerAuth {
         api::checkins::resolve_conflict, api::checkins::report,
         api::exports::participants, api::exports::checkins,
         api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
+        api::webhooks::list, api::webhooks::create, api::webhooks::get, api::webhooks::update,
+        api::webhooks::delete, api::webhooks::rotate, api::webhooks::test, api::webhooks::deliveries,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
@@ -204,6 +228,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "conflicts", description = "Conflicts found by the merge"),
         (name = "live", description = "Attendance, report, live stream"),
         (name = "exports", description = "Participants with check-in facts, the check-in log"),
+        (name = "webhooks", description = "Webhook endpoints and their deliveries (Standard Webhooks)"),
     )
 )]
 pub struct ApiDoc;

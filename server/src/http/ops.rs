@@ -46,6 +46,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "usher_redeems_total",
         "Online redeem decisions, by result and reason.",
     ),
+    (
+        "usher_webhook_messages_total",
+        "Webhook deliveries written to the outbox (one per message and endpoint).",
+    ),
+    (
+        "usher_webhook_deliveries_total",
+        "Webhook delivery attempts by result (delivered, retrying, failed).",
+    ),
 ];
 pub const GAUGES: &[(&str, &str)] = &[
     (
@@ -55,6 +63,10 @@ pub const GAUGES: &[(&str, &str)] = &[
     (
         "usher_db_pool_connections",
         "Database pool connections, by state (idle, busy).",
+    ),
+    (
+        "usher_webhook_queue_depth",
+        "Pending webhook deliveries (all processes), sampled by the delivery worker.",
     ),
 ];
 pub const HISTOGRAMS: &[(&str, &str)] = &[(
@@ -93,6 +105,7 @@ pub fn recorder() -> &'static PrometheusHandle {
             "usher_import_rows_total",
             "usher_logins_failed_total",
             "usher_checkins_merged_total",
+            "usher_webhook_messages_total",
         ] {
             metrics::counter!(name).increment(0);
         }

@@ -14,7 +14,8 @@ use crate::store::checkins::{lock_tickets, policy, refold};
 /// Revocations (revoke, reissue, erasure, conflict resolution) in a unit of work: records
 /// `changes`, appends them at once — the re-fold reads a revocation's place in the change log —
 /// then re-folds the revoked tickets so a ticket revoked while its holder is inside is reported,
-/// and records the presence changes and live items that gives.
+/// and records the presence changes and live items that gives, and the `ticket.revoked`
+/// webhook messages.
 pub async fn revoke_in(
     uow: &mut UnitOfWork,
     event_id: Uuid,
@@ -27,6 +28,7 @@ pub async fn revoke_in(
             _ => None,
         })
         .collect();
+    super::webhooks::record_revocations(uow, event_id, &changes).await?;
     uow.changes(event_id, changes)?;
     if serials.is_empty() {
         return Ok(());

@@ -10,6 +10,7 @@
 //! - [`push`], [`redeem`], [`enroll`]: what gates and thin clients do.
 //! - [`tickets`]: event key material and ticket issuing.
 //! - [`users`], [`login`]: accounts and login throttling.
+//! - [`webhooks`]: webhook endpoints, the outbox written at commit, the delivery worker.
 
 pub mod api_keys;
 pub mod backup;
@@ -22,5 +23,6 @@ pub mod state;
 pub mod tickets;
 pub mod uow;
 pub mod users;
+pub mod webhooks;
 
 pub use state::AppState;

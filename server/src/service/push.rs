@@ -166,6 +166,16 @@ pub async fn merge_push(
     let acked_through = checkins::advance_acked(tx, gate.gate_id, acked).await?;
     store::gates::touch_credentials(tx, gate.gate_id, now).await?;
 
+    crate::service::webhooks::record_checkins(
+        &mut uow,
+        gate.event_id,
+        gate.gate_id,
+        rows.iter()
+            .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
+            .map(|r| &r.checkin),
+        "push",
+    )
+    .await?;
     let mut live = refolded.live.clone();
     for r in &rows {
         let c = &r.checkin;

@@ -32,11 +32,13 @@ pub struct Inner {
     /// Cancelled when shutdown starts: long polls answer at once and event streams end, so the
     /// graceful drain does not wait on them.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// How webhooks are delivered (timeouts, retry timing).
+    pub webhooks: super::webhooks::Config,
 }
 
 impl AppState {
     /// Builds the state; on PostgreSQL this also starts the LISTEN task (needs a runtime).
-    pub fn new(db: Db, master: MasterKey) -> Self {
+    pub fn new(db: Db, master: MasterKey, webhooks: super::webhooks::Config) -> Self {
         let stopping = tokio_util::sync::CancellationToken::new();
         let notifier = Notifier::start(&db, stopping.clone());
         Self(Arc::new(Inner {
@@ -44,6 +46,7 @@ impl AppState {
             redeem: Caches::default(),
             redeem_queues: Queues::default(),
             stopping,
+            webhooks,
             db,
             master,
             login_limiter: LoginLimiter::new(10, Duration::from_secs(60)),

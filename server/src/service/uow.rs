@@ -1,19 +1,28 @@
 //! The unit of work of every gate-visible write: one transaction that collects the replication
 //! changes and the live items of what it did, then, in this order,
 //! 1. stages the live items (PostgreSQL: `pg_notify` inside the transaction, delivered at commit),
-//! 2. appends the changes to the event's change log — last before the commit, because from there
+//! 2. writes the webhook deliveries of the messages it recorded (the outbox: one indexed query
+//!    when the event has no endpoints, one set-based insert when it has),
+//! 3. appends the changes to the event's change log — last before the commit, because from there
 //!    on concurrent writers of the event wait on its change counter,
-//! 3. commits,
-//! 4. publishes the staged items locally (SQLite; PostgreSQL's arrive through LISTEN).
+//! 4. commits,
+//! 5. publishes the staged items locally (SQLite; PostgreSQL's arrive through LISTEN) and wakes
+//!    the webhook worker.
+//!
+//! Every conflict among the live items is also a `conflict.created` message.
 //!
 //! Dropping a unit without [`UnitOfWork::commit`] rolls everything back: no change, no live item.
+
+use std::collections::HashMap;
 
 use sync_protocol::wire::ChangeData;
 use uuid::Uuid;
 
 use crate::domain::Error;
 use crate::domain::live::Live;
+use crate::domain::webhook;
 use crate::live::Notifier;
+use crate::service::webhooks::{self, Message, Subscribers};
 use crate::store::{self, Db, Tx};
 
 pub struct UnitOfWork {
@@ -22,6 +31,9 @@ pub struct UnitOfWork {
     event_id: Option<Uuid>,
     changes: Vec<(ChangeData, bool)>,
     live: Vec<Live>,
+    webhooks: Vec<Message>,
+    /// The webhook subscribers of each event, once read in this transaction.
+    subscribers: HashMap<Uuid, Subscribers>,
 }
 
 impl UnitOfWork {
@@ -32,6 +44,8 @@ impl UnitOfWork {
             event_id: None,
             changes: Vec::new(),
             live: Vec::new(),
+            webhooks: Vec::new(),
+            subscribers: HashMap::new(),
         })
     }
 
@@ -63,6 +77,29 @@ impl UnitOfWork {
         self.live.extend(items);
     }
 
+    /// Records a webhook message about `event_id`, written to the outbox at commit for every
+    /// enabled endpoint subscribed to `event_type`.
+    pub fn webhook(&mut self, event_id: Uuid, event_type: &'static str, data: serde_json::Value) {
+        self.webhooks.push(Message {
+            event_id,
+            event_type,
+            at: store::now_ms(),
+            data,
+        });
+    }
+
+    /// Whether an enabled endpoint of `event_id` subscribes to `event_type`: lets a use case skip
+    /// building messages nobody receives. Read once per event and transaction.
+    pub async fn wants_webhook(&mut self, event_id: Uuid, event_type: &str) -> Result<bool, Error> {
+        let subs = match self.subscribers.entry(event_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(webhooks::subscribers(&mut self.tx, event_id).await?)
+            }
+        };
+        Ok(subs.iter().any(|(_, types)| types.contains(event_type)))
+    }
+
     fn for_event(&mut self, event_id: Uuid) -> Result<(), Error> {
         match self.event_id {
             None => {
@@ -92,7 +129,25 @@ impl UnitOfWork {
     /// Stage → append → commit → publish (see the module documentation).
     pub async fn commit(mut self, notifier: &Notifier) -> Result<(), Error> {
         let live = std::mem::take(&mut self.live);
+        for item in &live {
+            if let Live::Conflict {
+                event_id,
+                conflict_id,
+                kind,
+                ticket_serial,
+            } = item
+            {
+                self.webhook(
+                    *event_id,
+                    webhook::CONFLICT_CREATED,
+                    serde_json::json!({"event_id": event_id, "conflict_id": conflict_id,
+                        "kind": kind.as_str(), "ticket_serial": ticket_serial}),
+                );
+            }
+        }
         let staged = notifier.stage(&mut self.tx, live).await?;
+        let messages = std::mem::take(&mut self.webhooks);
+        let queued = webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
         if let Some(event_id) = self.event_id
             && !self.changes.is_empty()
         {
@@ -100,6 +155,9 @@ impl UnitOfWork {
         }
         self.tx.commit().await?;
         notifier.committed(staged);
+        if queued > 0 {
+            webhooks::wake();
+        }
         Ok(())
     }
 

@@ -135,6 +135,7 @@ pub async fn update(tx: &mut Tx, e: &EventRow) -> sqlx::Result<()> {
 pub async fn delete(tx: &mut Tx, id: Uuid) -> sqlx::Result<u64> {
     tx_run!(tx, c => {
         sqlx::query("DELETE FROM changes WHERE event_id = $1").bind(id).execute(&mut *c).await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM presence WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM checkins WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM tickets WHERE event_id = $1").bind(id).execute(&mut *c).await?;

@@ -37,6 +37,7 @@ pub mod redeem;
 pub mod reports;
 pub mod tickets;
 pub mod users;
+pub mod webhooks;
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-sqlite");

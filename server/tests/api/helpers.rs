@@ -105,6 +105,11 @@ impl Drop for TestApp {
 static INIT: Once = Once::new();
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`] with settings adjusted by `configure` (e.g. short webhook retry timings).
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     INIT.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
         server::telemetry::init_for_tests();
@@ -118,10 +123,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
                 .expect("a fresh PostgreSQL database"),
         ),
     };
-    let settings = Settings::for_test(
+    let mut settings = Settings::for_test(
         dir.path().to_path_buf(),
         pg.as_ref().map(|db| db.url.clone()),
     );
+    configure(&mut settings);
     let app = server::build(settings).await.expect("server::build");
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.db().clone();

@@ -16,3 +16,4 @@ mod import;
 mod participants;
 mod sync;
 mod tickets;
+mod webhooks;

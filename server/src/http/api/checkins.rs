@@ -181,6 +181,13 @@ pub async fn resolve_conflict(
     )
     .await?;
     let out = store::reports::conflict_by_id_tx(uow.tx(), id).await?;
+    uow.webhook(
+        event_id,
+        crate::domain::webhook::CONFLICT_RESOLVED,
+        serde_json::json!({"event_id": event_id, "conflict_id": id, "kind": out.kind,
+            "ticket_serial": out.ticket_serial, "resolution": out.resolution,
+            "resolved_by": out.resolved_by}),
+    );
     uow.commit(&state.notifier).await?;
     Ok(axum::Json(out.out()?))
 }

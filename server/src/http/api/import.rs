@@ -34,6 +34,7 @@ use uuid::Uuid;
 use super::load_event;
 use super::participants::new_ticket;
 use crate::domain::auth::{Auth, Role};
+use crate::domain::webhook;
 use crate::domain::{Error, FieldError};
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, Query};
@@ -41,6 +42,7 @@ use crate::import::{DuplicateTracker, ImportRow, ParticipantCsv, RowError};
 use crate::service::AppState;
 use crate::service::tickets::{self as issuing, EventKeys};
 use crate::service::uow::UnitOfWork;
+use crate::service::webhooks;
 use crate::store::participants::{MatchRow, NewParticipant, ParticipantFields};
 use crate::store::tickets::{SerialSource, TicketRow};
 use crate::store::{self, Tx, now_ms};
@@ -180,6 +182,9 @@ pub async fn import(
         created_ids: HashSet::new(),
         pending_participants: Vec::new(),
         pending_tickets: Vec::new(),
+        hook_created: false,
+        hook_updated: false,
+        messages: Vec::new(),
     };
     if !params.dry_run && issue_tickets {
         writer.serials = Some(SerialSource::open(&state.db).await?);
@@ -187,6 +192,14 @@ pub async fn import(
     let mut uow = UnitOfWork::begin(&state.db).await?;
     // An empty event (the usual first import) has nothing to match: skip the lookups.
     writer.lookups = store::participants::any(uow.tx(), event_id).await?;
+    if writer.write {
+        writer.hook_created = uow
+            .wants_webhook(event_id, webhook::PARTICIPANT_CREATED)
+            .await?;
+        writer.hook_updated = uow
+            .wants_webhook(event_id, webhook::PARTICIPANT_UPDATED)
+            .await?;
+    }
     let mut aborted = true;
     while let Some(msg) = receiver.recv().await {
         match msg {
@@ -290,6 +303,9 @@ pub async fn import(
         }),
     )
     .await?;
+    for (event_type, data) in std::mem::take(&mut writer.messages) {
+        uow.webhook(event_id, event_type, data);
+    }
     let changes = std::mem::take(&mut writer.changes);
     uow.changes(event_id, changes)?;
     uow.commit(&state.notifier).await?;
@@ -334,6 +350,10 @@ struct Writer<'a> {
     /// may pay a delayed-ACK wait, see [`store::pgcopy`]).
     pending_participants: Vec<NewParticipant>,
     pending_tickets: Vec<TicketRow>,
+    /// Whether endpoints subscribe to created / updated participants, and their messages.
+    hook_created: bool,
+    hook_updated: bool,
+    messages: Vec<(&'static str, Value)>,
 }
 
 /// Stored fields overlaid with the non-empty cells of a row.
@@ -398,6 +418,14 @@ impl Writer<'_> {
         store::participants::insert_many(tx, self.event_id, self.now, &participants).await?;
         issuing::insert_with_retry(tx, self.event_id, &mut tickets).await?;
         self.tickets += tickets.len() as u64;
+        if self.hook_created {
+            for p in &participants {
+                self.messages.push((
+                    webhook::PARTICIPANT_CREATED,
+                    webhooks::participant_data(self.event_id, p.id, &p.fields, p.ticket_serial),
+                ));
+            }
+        }
         let holders: HashMap<i64, &NewParticipant> = participants
             .iter()
             .filter_map(|p| p.ticket_serial.map(|s| (s, p)))
@@ -543,6 +571,17 @@ impl Writer<'_> {
             self.flush(tx).await?;
         }
         store::participants::update_many(tx, self.event_id, self.now, &updates).await?;
+        if self.hook_updated && !updates.is_empty() {
+            let serials: HashMap<Uuid, Option<i64>> =
+                found.iter().map(|m| (m.id, m.ticket_serial)).collect();
+            for (id, fields) in &updates {
+                let serial = serials.get(id).copied().flatten();
+                self.messages.push((
+                    webhook::PARTICIPANT_UPDATED,
+                    webhooks::participant_data(self.event_id, *id, fields, serial),
+                ));
+            }
+        }
 
         // Renamed holders of existing tickets: replicate the new display name.
         if !renamed.is_empty() {

@@ -23,12 +23,14 @@ use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
 use crate::domain::event::EventSettings;
 use crate::domain::text::{clean, required_text};
+use crate::domain::webhook;
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, Query, double_option, from_value_at, parse_json};
 use crate::service::AppState;
 use crate::service::merge;
 use crate::service::tickets::{self as issuing, EventKeys};
 use crate::service::uow::UnitOfWork;
+use crate::service::webhooks;
 use crate::store::participants::{NewParticipant, ParticipantFields, ParticipantRow};
 use crate::store::tickets::TicketRow;
 use crate::store::{self, Tx, ms_to_time, now_ms};
@@ -454,6 +456,18 @@ pub async fn create(
         serde_json::json!({"count": participants.len(), "ids": ids, "tickets": tickets.len()}),
     )
     .await?;
+    if uow
+        .wants_webhook(event_id, webhook::PARTICIPANT_CREATED)
+        .await?
+    {
+        for p in &participants {
+            uow.webhook(
+                event_id,
+                webhook::PARTICIPANT_CREATED,
+                webhooks::participant_data(event_id, p.id, &p.fields, p.ticket_serial),
+            );
+        }
+    }
     uow.changes(event_id, changes)?;
     uow.commit(&state.notifier).await?;
     metrics::counter!("usher_tickets_issued_total").increment(tickets.len() as u64);
@@ -585,6 +599,11 @@ pub async fn update(
             let change = keys.ticket_change(&t, Some(f.name.clone()), f.attention.clone())?;
             uow.change(event_id, change, false)?;
         }
+        uow.webhook(
+            event_id,
+            webhook::PARTICIPANT_UPDATED,
+            webhooks::participant_data(event_id, id, &f, p.ticket_serial),
+        );
     }
     let p = store::participants::get_tx(uow.tx(), event_id, id)
         .await?

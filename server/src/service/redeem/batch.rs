@@ -583,6 +583,16 @@ async fn try_batch(
         checkins::insert_checkins(uow.tx(), event_id, *gate_id, rows, now).await?;
         merged += rows.len();
     }
+    for (gate_id, rows) in &rows_by_gate {
+        crate::service::webhooks::record_checkins(
+            &mut uow,
+            event_id,
+            *gate_id,
+            rows.iter().map(|r| &r.checkin),
+            "redeem",
+        )
+        .await?;
+    }
     uow.live(live);
     uow.changes(event_id, changes)?;
     uow.commit(&state.notifier).await?;
