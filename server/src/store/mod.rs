@@ -27,6 +27,7 @@ pub mod checkins;
 pub mod events;
 pub mod gates;
 pub mod live;
+pub mod meta;
 pub mod nodelay;
 pub mod participants;
 pub mod pgcopy;

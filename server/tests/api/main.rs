@@ -15,3 +15,4 @@ mod import;
 mod participants;
 mod sync;
 mod tickets;
+mod trust;
