@@ -131,6 +131,10 @@ struct Resolved {
     code: Option<String>,
     row: Option<TicketRow>,
     verdict: Result<(), Reason>,
+    /// Whether the ticket row may be shown (name, attention): the credential verified, or the
+    /// ticket was found by a lookup the operator made (short code, manual pick). A forged or
+    /// foreign QR names a serial but must not show who holds it.
+    trusted: bool,
 }
 
 impl Gate {
@@ -207,6 +211,7 @@ impl Gate {
             code: None,
             row: None,
             verdict: Ok(()),
+            trusted: false,
         };
         match &req.subject {
             Subject::Text(text) => match parse_text(text) {
@@ -214,6 +219,11 @@ impl Gate {
                     out.serial = Some(t.fields.serial);
                     out.row = self.replica.ticket(t.fields.serial)?;
                     out.verdict = check_signed(&t, keys, &policy, direction);
+                    // Authenticity is checked first: any other outcome means it held.
+                    out.trusted = !matches!(
+                        out.verdict,
+                        Err(Reason::InvalidSignature | Reason::UnknownKey | Reason::WrongEvent)
+                    );
                 }
                 Ok(Credential::Code(code)) => {
                     out.method = req.method.unwrap_or(Method::Code);
@@ -223,6 +233,7 @@ impl Gate {
                         Some(row) => {
                             out.serial = Some(row.serial);
                             out.verdict = row_checks(row);
+                            out.trusted = true;
                         }
                         None => {
                             out.code = Some(compact);
@@ -244,6 +255,7 @@ impl Gate {
                     Some(row) => {
                         out.serial = Some(row.serial);
                         out.verdict = row_checks(row);
+                        out.trusted = true;
                     }
                     None => out.verdict = Err(Reason::UnknownCode),
                 }
@@ -266,7 +278,10 @@ impl Gate {
                                 match cred
                                     .verify(&sync_protocol::ble::BleKey(key), slot_at(now_unix))
                                 {
-                                    Ok(()) => out.row.as_ref().map_or(Ok(()), row_checks),
+                                    Ok(()) => {
+                                        out.trusted = true;
+                                        out.row.as_ref().map_or(Ok(()), row_checks)
+                                    }
                                     Err(BleError::StaleSlot { .. }) => Err(Reason::Expired),
                                     Err(_) => Err(Reason::InvalidSignature),
                                 }
@@ -552,14 +567,15 @@ fn record(
     if let (Decision::Admit, Some(serial)) = (decision, resolved.serial) {
         move_presence(tx, serial, direction, gate_id, checkin.id, hlc, 1)?;
     }
+    let shown = resolved.row.as_ref().filter(|_| resolved.trusted);
     Ok(ScanOutcome {
         id: checkin.id,
         seq,
         decision,
         reason,
         ticket_serial: resolved.serial,
-        name: resolved.row.as_ref().and_then(|r| r.display_name.clone()),
-        attention: resolved.row.as_ref().and_then(|r| r.attention.clone()),
+        name: shown.and_then(|r| r.display_name.clone()),
+        attention: shown.and_then(|r| r.attention.clone()),
         direction,
         method: checkin.method,
         hlc,

@@ -244,11 +244,37 @@ async fn checkpointer(replica: Arc<Mutex<Replica>>, shutdown: CancellationToken)
 /// How long the background tasks get to stop after `shutdown` before they are aborted.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Takes the data directory's lock file (`agent.lock`, an exclusive advisory lock the OS drops
+/// when the process ends, however it ends): two agents on one replica would log scans with the
+/// same seqs and decide against each other's half-written state.
+pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another gate agent is already running on {} (it holds {}); stop it first",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
+    }
+}
+
 /// Runs the kiosk until `shutdown`, then stops every task it started: the sync loops, the mesh,
 /// the operator screen and its streams, the credential sources and, last, the decision thread
 /// (after the decisions it accepted). Each gets [`STOP_TIMEOUT`].
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     telemetry::install();
+    // Held until this function returns: a second agent on the same data directory stops here.
+    let _lock = lock_data_dir(&opts.data_dir)?;
     let path = opts.data_dir.join("replica.db");
     let gate = Gate::new(Replica::open(&path)?)?;
     let enrollment = gate.enrollment().clone();

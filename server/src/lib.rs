@@ -63,6 +63,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
     })?;
     let master = domain::crypto::MasterKey::load(&settings)?;
     let db = Db::connect(&settings).await?;
+    service::users::check_master_key(&db, &master).await?;
     let initial_admin_password =
         service::users::bootstrap_admin(&db, &settings.admin_email).await?;
     if let Some(password) = &initial_admin_password {

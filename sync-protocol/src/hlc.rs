@@ -16,6 +16,18 @@ const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
 /// Largest wall time representable (48 bits of ms: the year 10889).
 pub const MAX_WALL_MS: u64 = (1 << 48) - 1;
 
+/// How far ahead of the receiver's wall clock a remote clock (a gate's scan at the server, a
+/// peer's scan or the server's `server_time` at a gate) may run and still be taken in. A clock
+/// further ahead is a broken or hostile one: adopting it would drag every clock of the event
+/// along and put later scans in the wrong order, so [`HlcClock::update`] ignores it and the
+/// server stores such a scan as invalid. Wall clocks of a venue set by NTP are within seconds.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1_000;
+
+/// Whether `remote` runs more than [`MAX_CLOCK_AHEAD_MS`] ahead of the wall time `wall_ms`.
+pub fn too_far_ahead(remote: Hlc, wall_ms: u64) -> bool {
+    remote.wall_ms() > wall_ms.saturating_add(MAX_CLOCK_AHEAD_MS)
+}
+
 /// One timestamp. Total order = integer order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hlc(u64);
@@ -122,9 +134,15 @@ impl HlcClock {
     }
 
     /// Takes in a stamp from elsewhere (a `server_time`, a peer's scan) and returns a stamp
-    /// greater than both it and everything issued before.
+    /// greater than both it and everything issued before. A stamp [`too_far_ahead`] of the wall
+    /// clock is not taken in (the result is then a local stamp, as from [`HlcClock::now`]).
     pub fn update(&mut self, remote: Hlc, wall_ms: u64) -> Hlc {
         let candidate = Hlc::new(wall_ms, 0);
+        let remote = if too_far_ahead(remote, wall_ms) {
+            Hlc::ZERO
+        } else {
+            remote
+        };
         let max = self.last.max(remote);
         self.last = if candidate > max {
             candidate
@@ -176,6 +194,19 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_too_far_ahead_is_not_taken_in() {
+        let mut c = HlcClock::new();
+        let wall = 1_800_000_000_000;
+        let poisoned = Hlc::from_u64(i64::MAX as u64);
+        let u = c.update(poisoned, wall);
+        assert_eq!(u.wall_ms(), wall);
+        let near = Hlc::new(wall + MAX_CLOCK_AHEAD_MS, 0);
+        assert!(c.update(near, wall) > near);
+        let beyond = Hlc::new(wall + MAX_CLOCK_AHEAD_MS + 1, 0);
+        assert!(c.update(beyond, wall) < beyond);
+    }
+
+    #[test]
     fn counter_overflow_carries_into_the_wall_part() {
         let mut c = HlcClock::resume(Hlc::new(10, u16::MAX));
         let n = c.now(10);
@@ -207,7 +238,7 @@ mod tests {
                 let remote = Hlc::from_u64(remote >> 1);
                 let s = if is_update { c.update(remote, wall) } else { c.now(wall) };
                 prop_assert!(s > prev);
-                if is_update { prop_assert!(s > remote); }
+                if is_update && !too_far_ahead(remote, wall) { prop_assert!(s > remote); }
                 prev = s;
             }
         }

@@ -21,7 +21,7 @@ pub mod short_code;
 pub mod ticket;
 pub mod wire;
 
-pub use hlc::{Hlc, HlcClock};
+pub use hlc::{Hlc, HlcClock, MAX_CLOCK_AHEAD_MS, too_far_ahead};
 pub use short_code::ShortCode;
 pub use ticket::{KeyRing, SignedTicket, TicketFields};
 pub use wire::{ConflictKind, Decision, Direction, Reason};

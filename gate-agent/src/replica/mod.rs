@@ -276,6 +276,9 @@ impl Replica {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if sync_protocol::too_far_ahead(remote, wall_ms) {
+            tracing::warn!(%remote, "remote clock not adopted: too far ahead of the wall clock");
+        }
         let last = outbox::next_seq_and_clock(&tx)?.1;
         let mut clock = sync_protocol::HlcClock::resume(last);
         let now = clock.update(remote, wall_ms);
@@ -416,8 +419,14 @@ impl Replica {
         let mut newest = Hlc::ZERO;
         let mut cursor = None;
         for c in checkins {
-            newest = newest.max(c.hlc);
             cursor = Some(c.seq);
+            // A peer clock far ahead of ours is broken or hostile: its scans would win every
+            // later comparison and drag this gate's clock along. Read past them, apply nothing.
+            if sync_protocol::too_far_ahead(c.hlc, wall_ms) {
+                tracing::warn!(peer = %peer, seq = c.seq, "peer check-in ignored: its clock is too far ahead");
+                continue;
+            }
+            newest = newest.max(c.hlc);
             let Some(serial) = c.ticket_serial else {
                 continue;
             };

@@ -49,6 +49,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 pub struct MasterKey {
     seal: [u8; 32],
     session: [u8; 32],
+    check: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -90,6 +91,7 @@ impl MasterKey {
         Self {
             seal: derive(&master, b"usher-seal-v1"),
             session: derive(&master, b"usher-session-jwt-v1"),
+            check: derive(&master, b"usher-key-check-v1"),
         }
     }
 
@@ -138,6 +140,12 @@ impl MasterKey {
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// A value that tells this key from another without revealing it (hex of a key derived
+    /// for nothing else): stored with the data on first start, compared on every start.
+    pub fn check_value(&self) -> String {
+        hex::encode(self.check)
     }
 
     /// The HS256 key for bearer tokens.

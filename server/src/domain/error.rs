@@ -53,6 +53,8 @@ pub enum Error {
     Conflict(String),
     #[error("unsupported media type: send {0}")]
     UnsupportedMediaType(&'static str),
+    #[error("the request body is too large")]
+    PayloadTooLarge,
     #[error("too many attempts, retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
     #[error("internal error")]

@@ -32,6 +32,7 @@ pub fn status(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -46,6 +47,7 @@ fn slug(e: &Error) -> &'static str {
         Error::NotFound(_) => "not-found",
         Error::Conflict(_) => "conflict",
         Error::UnsupportedMediaType(_) => "unsupported-media-type",
+        Error::PayloadTooLarge => "payload-too-large",
         Error::TooManyRequests { .. } => "rate-limited",
         Error::Internal(_) => "internal",
     }

@@ -7,8 +7,10 @@ use axum::http::header;
 use serde::de::DeserializeOwned;
 
 use crate::domain::error::Error;
+use crate::domain::text;
 
-/// `axum::Json`, but a body error says which field (serde path) was wrong.
+/// `axum::Json`, but a body error says which field (serde path) was wrong, and a string
+/// holding a NUL character is refused (422 naming the field).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -20,29 +22,74 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json")
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(Error::UnsupportedMediaType("application/json"));
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| Error::bad_request(None, e.body_text()))?;
+        let bytes = json_body(req, state).await?;
         parse_json(&bytes).map(Json)
     }
 }
 
-/// Parses a JSON body; syntax errors are 400, type/shape errors 422 with the field named.
+/// Like [`Json`] but lets NUL characters through: for the gate's push, which judges each
+/// check-in on its own (a NUL in one makes that one `invalid`, not the batch).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonAnyText<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonAnyText<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_body(req, state).await?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                serde_error(&path, err.into_inner(), "")
+            })
+            .map(JsonAnyText)
+    }
+}
+
+/// The body of a JSON request (415 for another media type, 413 when over the limit).
+async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(Error::UnsupportedMediaType("application/json"));
+    }
+    Bytes::from_request(req, state)
+        .await
+        .map_err(body_rejection)
+}
+
+/// A body that could not be read: 413 when it is over the size limit, else 400.
+pub fn body_rejection(e: axum::extract::rejection::BytesRejection) -> Error {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge
+    } else {
+        Error::bad_request(None, e.body_text())
+    }
+}
+
+/// Parses a JSON body; syntax errors are 400, type/shape errors 422 with the field named, a
+/// string holding NUL 422 naming it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if text::json_may_hold_nul(bytes)
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(path) = text::nul_path(&value)
+    {
+        return Err(text::nul_error(&path));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -56,6 +103,14 @@ pub fn from_value_at<T: DeserializeOwned>(
     value: serde_json::Value,
     prefix: &str,
 ) -> Result<T, Error> {
+    if let Some(path) = text::nul_path(&value) {
+        let field = match (prefix.is_empty(), path.starts_with('[')) {
+            (true, _) => path,
+            (false, true) => format!("{prefix}{path}"),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        return Err(text::nul_error(&field));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         serde_error(&path, err.into_inner(), prefix)
@@ -105,10 +160,45 @@ where
 #[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct Path<T>(pub T);
 
-/// `axum::extract::Query` with a problem+json rejection naming the parameter.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(Error))]
+/// `axum::extract::Query` with a problem+json rejection naming the parameter; a parameter
+/// holding a NUL character (`%00`) is refused with 422 naming it.
+#[derive(Debug)]
 pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(field) = parts.uri.query().and_then(nul_param) {
+            return Err(text::nul_error(&field));
+        }
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
+/// The name of the first query parameter whose name or value decodes to a NUL character.
+fn nul_param(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find(|pair| pair.contains("%00"))
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            if name.contains("%00") {
+                "query".to_owned()
+            } else {
+                name.replace('+', " ")
+            }
+        })
+}
 
 /// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value, so a
 /// PATCH can tell "leave alone" from "clear".

@@ -263,6 +263,20 @@ impl<R: Read> ParticipantCsv<R> {
         for index in 0..self.width {
             let raw = self.record.get(index).unwrap_or_default();
             match std::str::from_utf8(raw) {
+                // PostgreSQL cannot store a NUL character (and no person's data holds one).
+                Ok(text) if text.contains('\0') => {
+                    let field = self
+                        .mapping
+                        .field_of(index)
+                        .unwrap_or(self.headers[index].as_str());
+                    return Err(error(
+                        field,
+                        format!(
+                            "line {line} holds a NUL character (column {:?})",
+                            self.headers[index]
+                        ),
+                    ));
+                }
                 Ok(text) => cells.push(clean(text)),
                 Err(_) => {
                     let field = self

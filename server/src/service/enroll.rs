@@ -2,6 +2,10 @@
 //! expires; the credential is stored hashed. A new enrollment of a gate revokes the credentials
 //! of any device enrolled before for that gate (one device per gate), and tells the new device
 //! where the gate's check-in sequence continues.
+//!
+//! Enrollment is retry-safe: when a device's answer is lost on a flaky network, the same code
+//! from the same device (same `device_name`) works once more within [`RETRY_WINDOW_MS`], as long
+//! as nothing enrolled on the gate since; the credential of the first use is revoked then.
 
 use uuid::Uuid;
 
@@ -10,6 +14,9 @@ use crate::domain::auth::Actor;
 use crate::domain::crypto::sha256;
 use crate::domain::gate::{new_credential, normalize_enrollment_code};
 use crate::store::{self, Db, now_ms};
+
+/// How long after using a code the same device may use it once more (its first answer lost).
+pub const RETRY_WINDOW_MS: i64 = 10 * 60 * 1_000;
 
 /// A device enrolled on a gate.
 #[derive(Debug)]
@@ -27,18 +34,25 @@ pub async fn enroll(db: &Db, code: &str, device_name: &str) -> Result<Enrolled, 
     if code.is_empty() {
         return Err(Error::validation("code", "code is empty"));
     }
-    let device_name = device_name.trim();
-    if device_name.is_empty() || device_name.chars().count() > 120 {
-        return Err(Error::validation(
-            "device_name",
-            "device_name must be 1 to 120 characters",
-        ));
-    }
+    let device_name = crate::domain::text::required_text("device_name", device_name, 120)?;
+    let device_name = device_name.as_str();
     let now = now_ms();
     let hash = sha256(code.as_bytes());
     let (credential, token_hash) = new_credential()?;
     let mut tx = db.begin().await?;
-    let claimed = store::gates::claim_code(&mut tx, &hash, now).await?;
+    let mut claimed =
+        store::gates::claim_code(&mut tx, &hash, device_name, &token_hash, now).await?;
+    if claimed.is_none() {
+        claimed = store::gates::reclaim_code(
+            &mut tx,
+            &hash,
+            device_name,
+            &token_hash,
+            now,
+            RETRY_WINDOW_MS,
+        )
+        .await?;
+    }
     let Some((event_id, gate_id)) = claimed else {
         return Err(Error::Unauthorized(
             "enrollment code refused: unknown, already used or expired; ask the organizer for a new one",

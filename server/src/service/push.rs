@@ -31,21 +31,55 @@ enum Parsed {
     },
 }
 
-fn parse(v: serde_json::Value) -> Parsed {
+/// Largest seq, serial or cursor a check-in may carry (what every client can count exactly).
+const MAX_NUMBER: u64 = 1 << 53;
+
+/// Parses one pushed check-in; `wall_ms` is the server's wall clock, which bounds its `hlc`.
+fn parse(v: serde_json::Value, wall_ms: u64) -> Parsed {
     let id = v
         .get("id")
         .and_then(|x| x.as_str())
         .and_then(|s| Uuid::parse_str(s).ok());
     let seq = v.get("seq").and_then(serde_json::Value::as_u64);
+    // PostgreSQL cannot store a NUL character: such a check-in keeps its seq as a placeholder,
+    // the rest of the batch is stored.
+    if let Some(field) = crate::domain::text::nul_path(&v) {
+        return Parsed::Invalid {
+            id,
+            seq,
+            error: format!("{field}: must not contain a NUL character"),
+            row: None,
+        };
+    }
     match serde_json::from_value::<Checkin>(v) {
         Ok(c) => match c.validate() {
-            Ok(()) if c.seq < (1 << 53) && c.ticket_serial.is_none_or(|s| s < (1 << 53)) => {
+            Ok(()) if sync_protocol::too_far_ahead(c.hlc, wall_ms) => Parsed::Invalid {
+                id,
+                seq,
+                error: format!(
+                    "hlc: the gate's clock is more than {} s ahead of the server's",
+                    sync_protocol::MAX_CLOCK_AHEAD_MS / 1_000
+                ),
+                row: None,
+            },
+            Ok(())
+                if c.seq < MAX_NUMBER
+                    && c.ticket_serial.is_none_or(|s| s < MAX_NUMBER)
+                    && c.replica_cursor < MAX_NUMBER =>
+            {
                 Parsed::Valid(c)
             }
             Ok(()) => Parsed::Invalid {
                 id,
                 seq,
-                error: "seq and ticket_serial must be below 2^53".into(),
+                error: "seq, ticket_serial and replica_cursor must be below 2^53".into(),
+                row: None,
+            },
+            // Stored with what it says, within what the columns hold.
+            Err(e) if too_big(&c, wall_ms) => Parsed::Invalid {
+                id,
+                seq,
+                error: format!("{}: {e}", e.field()),
                 row: None,
             },
             Err(e) => Parsed::Invalid {
@@ -62,6 +96,12 @@ fn parse(v: serde_json::Value) -> Parsed {
             row: None,
         },
     }
+}
+
+/// Whether an invalid check-in carries numbers its stored row cannot hold (or a clock too far
+/// ahead): it is then kept as a placeholder only.
+fn too_big(c: &Checkin, wall_ms: u64) -> bool {
+    sync_protocol::too_far_ahead(c.hlc, wall_ms) || c.replica_cursor >= MAX_NUMBER
 }
 
 /// A placeholder row for an invalid check-in whose content could not be read: it occupies its
@@ -90,7 +130,8 @@ pub async fn merge_push(
     items: Vec<serde_json::Value>,
 ) -> Result<PushResponse, Error> {
     let now = now_ms();
-    let parsed: Vec<Parsed> = items.into_iter().map(parse).collect();
+    let wall = u64::try_from(now).unwrap_or(0);
+    let parsed: Vec<Parsed> = items.into_iter().map(|v| parse(v, wall)).collect();
     let mut rows = Vec::with_capacity(parsed.len());
     let mut max_hlc = sync_protocol::Hlc::ZERO;
     for p in &parsed {

@@ -2,7 +2,8 @@
 //! first-start bootstrap.
 
 use crate::domain::Error;
-use crate::domain::auth::{Actor, Role, hash_password, random_password};
+use crate::domain::auth::{Actor, Role, random_password};
+use crate::domain::crypto::MasterKey;
 use crate::store::{self, Db, is_unique_violation};
 
 /// Minimum password length.
@@ -20,16 +21,14 @@ pub async fn create(
     if email.is_empty() || !email.contains('@') || email.chars().any(char::is_whitespace) {
         return Err(Error::validation("email", "not an e-mail address"));
     }
+    crate::domain::text::single_line("email", &email)?;
     if password.chars().count() < MIN_PASSWORD_LEN {
         return Err(Error::validation(
             "password",
             format!("the password needs at least {MIN_PASSWORD_LEN} characters"),
         ));
     }
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| Error::Internal(e.into()))??;
+    let hash = super::login::hash_password(password.to_owned()).await?;
     let id = uuid::Uuid::now_v7();
     let mut tx = db.begin().await?;
     match store::users::insert(&mut tx, id, &email, &hash, role.as_str()).await {
@@ -54,6 +53,21 @@ pub async fn create(
     store::users::by_email(db, &email)
         .await?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("user vanished after insert")))
+}
+
+/// Refuses to start with a master key other than the one the data was sealed with: the key's
+/// check value is stored on first start and compared on every later one.
+pub async fn check_master_key(db: &Db, master: &MasterKey) -> anyhow::Result<()> {
+    let ours = master.check_value();
+    let stored = store::meta::insert_if_absent(db, "master_key_check", &ours).await?;
+    if stored != ours {
+        anyhow::bail!(
+            "the master key does not match the one this database was sealed with: start with \
+             the original key (USHER_MASTER_KEY or master.key in the data directory), or the \
+             sealed event secrets cannot be read"
+        );
+    }
+    Ok(())
 }
 
 /// On first start (no users at all) creates the admin and returns its one-time password.
@@ -94,14 +108,8 @@ pub async fn change(
         _ => None,
     };
     let hash = match &password {
-        Some(p) => {
-            let p = p.clone();
-            Some(
-                tokio::task::spawn_blocking(move || hash_password(&p))
-                    .await
-                    .map_err(|e| Error::Internal(e.into()))??,
-            )
-        }
+        // Under the login's hashing limit, like every password hash.
+        Some(p) => Some(super::login::hash_password(p.clone()).await?),
         None => None,
     };
     let mut tx = db.begin().await?;
@@ -110,8 +118,8 @@ pub async fn change(
             store::users::set_role(&mut tx, user.id, role.as_str()).await?;
             ("user.role", serde_json::json!({"role": role.as_str()}))
         }
-        (Change::Disabled(d), _) => {
-            store::users::set_disabled(&mut tx, user.id, *d).await?;
+        (&Change::Disabled(d), _) => {
+            store::users::set_disabled(&mut tx, user.id, d).await?;
             ("user.disable", serde_json::json!({"disabled": d}))
         }
         (Change::ResetPassword, Some(hash)) => {

@@ -213,16 +213,51 @@ pub async fn touch_credentials(tx: &mut Tx, gate_id: Uuid, now: i64) -> sqlx::Re
 pub async fn claim_code(
     tx: &mut Tx,
     hash: &[u8; 32],
+    device_name: &str,
+    token_hash: &[u8; 32],
     now: i64,
 ) -> sqlx::Result<Option<(Uuid, Uuid)>> {
     Ok(tx_run!(tx, c => {
         sqlx::query_as(
-            "UPDATE enrollment_codes SET used_at = $2
+            "UPDATE enrollment_codes SET used_at = $2, device_name = $3, token_hash = $4
              WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2
              RETURNING event_id, gate_id",
         )
         .bind(&hash[..])
         .bind(now)
+        .bind(device_name)
+        .bind(&token_hash[..])
+        .fetch_optional(&mut *c)
+        .await?
+    }))
+}
+
+/// Claims a used code once more for the device that used it, within `window_ms` of that use,
+/// while the credential it issued is still the gate's (nothing enrolled since): the retry of a
+/// device whose enrollment answer was lost. The caller then replaces that credential.
+pub async fn reclaim_code(
+    tx: &mut Tx,
+    hash: &[u8; 32],
+    device_name: &str,
+    token_hash: &[u8; 32],
+    now: i64,
+    window_ms: i64,
+) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+    Ok(tx_run!(tx, c => {
+        sqlx::query_as(
+            "UPDATE enrollment_codes SET retried_at = $2, token_hash = $4
+             WHERE code_hash = $1 AND used_at IS NOT NULL AND retried_at IS NULL
+               AND device_name = $3 AND used_at > $2 - $5
+               AND EXISTS (SELECT 1 FROM gate_credentials g
+                           WHERE g.token_hash = enrollment_codes.token_hash
+                             AND g.revoked_at IS NULL)
+             RETURNING event_id, gate_id",
+        )
+        .bind(&hash[..])
+        .bind(now)
+        .bind(device_name)
+        .bind(&token_hash[..])
+        .bind(window_ms)
         .fetch_optional(&mut *c)
         .await?
     }))

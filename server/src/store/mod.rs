@@ -30,6 +30,7 @@ pub mod events;
 pub mod exports;
 pub mod gates;
 pub mod live;
+pub mod meta;
 pub mod nodelay;
 pub mod participants;
 pub mod pgcopy;

@@ -16,4 +16,5 @@ mod import;
 mod participants;
 mod sync;
 mod tickets;
+mod trust;
 mod webhooks;

@@ -12,11 +12,11 @@ use crate::backend_tests;
 use crate::helpers::{Resp, TestApp};
 
 /// Unix ms now.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
 }
 
-async fn exec(db: &server::Db, sql: &'static str) {
+pub(crate) async fn exec(db: &server::Db, sql: &'static str) {
     match db {
         server::Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
         server::Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
@@ -24,7 +24,7 @@ async fn exec(db: &server::Db, sql: &'static str) {
     .unwrap();
 }
 
-async fn count(db: &server::Db, sql: &'static str) -> i64 {
+pub(crate) async fn count(db: &server::Db, sql: &'static str) -> i64 {
     match db {
         server::Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
         server::Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
@@ -32,14 +32,14 @@ async fn count(db: &server::Db, sql: &'static str) -> i64 {
     .unwrap()
 }
 
-struct Gate {
-    id: String,
-    credential: String,
-    next_seq: u64,
+pub(crate) struct Gate {
+    pub(crate) id: String,
+    pub(crate) credential: String,
+    pub(crate) next_seq: u64,
 }
 
 /// An event whose ticket window covers now, with `n` participants holding tickets.
-async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) {
+pub(crate) async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) {
     let now = time::OffsetDateTime::now_utc();
     let fmt = |t: time::OffsetDateTime| {
         t.format(&time::format_description::well_known::Rfc3339)
@@ -86,7 +86,7 @@ async fn plain_gate(app: &TestApp, event: &str, name: &str) -> Gate {
 }
 
 /// A one-time enrollment code for the gate.
-async fn enrollment_code(app: &TestApp, event: &str, gate_id: &str) -> String {
+pub(crate) async fn enrollment_code(app: &TestApp, event: &str, gate_id: &str) -> String {
     app.post_empty(
         Some(&app.admin),
         &format!("/api/v1/events/{event}/gates/{gate_id}/enrollments"),
@@ -99,7 +99,12 @@ async fn enrollment_code(app: &TestApp, event: &str, gate_id: &str) -> String {
 }
 
 /// A two-way gate allowing re-entry; its id.
-async fn create_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> String {
+pub(crate) async fn create_gate(
+    app: &TestApp,
+    event: &str,
+    name: &str,
+    zone: Option<&str>,
+) -> String {
     let g = app
         .post(
             Some(&app.admin),
@@ -112,7 +117,7 @@ async fn create_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>)
     g["id"].as_str().unwrap().to_string()
 }
 
-async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> Gate {
+pub(crate) async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) -> Gate {
     let gid = create_gate(app, event, name, zone).await;
     let code = enrollment_code(app, event, &gid).await;
     let e = app
@@ -133,25 +138,25 @@ async fn new_gate(app: &TestApp, event: &str, name: &str, zone: Option<&str>) ->
     }
 }
 
-fn serial(p: &Value) -> u64 {
+pub(crate) fn serial(p: &Value) -> u64 {
     p["ticket"]["serial"]
         .as_u64()
         .expect("participant has a ticket")
 }
 
-fn credential(p: &Value) -> String {
+pub(crate) fn credential(p: &Value) -> String {
     p["ticket"]["credential"].as_str().unwrap().to_string()
 }
 
 /// A check-in as a gate would push it.
-fn checkin(seq: u64, serial: u64, dir: &str, t_ms: u64, cursor: u64) -> Value {
+pub(crate) fn checkin(seq: u64, serial: u64, dir: &str, t_ms: u64, cursor: u64) -> Value {
     json!({"id": Uuid::now_v7(), "seq": seq, "ticket_serial": serial, "code": null,
            "method": "qr", "direction": dir, "decision": "admit", "reason": null,
            "hlc": Hlc::new(t_ms, 0).to_string(), "scanned_at": "2026-11-25T10:00:00Z",
            "replica_cursor": cursor, "operator_override": null})
 }
 
-async fn push(app: &TestApp, gate: &Gate, checkins: Vec<Value>) -> Resp {
+pub(crate) async fn push(app: &TestApp, gate: &Gate, checkins: Vec<Value>) -> Resp {
     app.send(
         app.client
             .post(app.url("/sync/v1/checkins"))
@@ -161,7 +166,7 @@ async fn push(app: &TestApp, gate: &Gate, checkins: Vec<Value>) -> Resp {
     .await
 }
 
-async fn pull(app: &TestApp, gate: &Gate, query: &str) -> Resp {
+pub(crate) async fn pull(app: &TestApp, gate: &Gate, query: &str) -> Resp {
     app.send(
         app.client
             .get(app.url(&format!("/sync/v1/changes?{query}")))
@@ -182,7 +187,7 @@ async fn conflicts(app: &TestApp, event: &str, query: &str) -> Vec<Value> {
         .clone()
 }
 
-async fn checkin_count(app: &TestApp, event: &str) -> usize {
+pub(crate) async fn checkin_count(app: &TestApp, event: &str) -> usize {
     app.get(
         Some(&app.viewer),
         &format!("/api/v1/events/{event}/checkins?limit=1000"),

@@ -12,7 +12,7 @@ use super::{Page, PageParams, load_event, page};
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
 use crate::domain::event::{EventSettings, EventStatus};
-use crate::domain::text::{clean, required_text};
+use crate::domain::text::{optional_line, required_text};
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, Query, double_option};
 use crate::service::AppState;
@@ -155,7 +155,7 @@ pub async fn create(
         let row = EventRow {
             id,
             name: name.clone(),
-            venue: clean(req.venue.clone()),
+            venue: optional_line("venue", req.venue.clone())?,
             starts_at,
             ends_at,
             status: req.status.unwrap_or(EventStatus::Draft).as_str().to_owned(),
@@ -243,7 +243,7 @@ pub async fn update(
     }
     check_window(row.starts_at, row.ends_at)?;
     if let Some(venue) = req.venue {
-        row.venue = clean(venue);
+        row.venue = optional_line("venue", venue)?;
     }
     if let Some(status) = req.status {
         row.status = status.as_str().to_owned();

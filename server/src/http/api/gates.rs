@@ -17,7 +17,7 @@ use crate::domain::auth::{Auth, Role};
 use crate::domain::crypto::{random_bytes, sha256};
 use crate::domain::event::EventSettings;
 use crate::domain::gate::normalize_enrollment_code;
-use crate::domain::text::{clean, required_text};
+use crate::domain::text::{optional_line, required_text};
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, double_option};
 use crate::service::AppState;
@@ -238,7 +238,7 @@ pub async fn create(
         id: Uuid::now_v7(),
         event_id,
         name,
-        zone: clean(req.zone),
+        zone: optional_line("zone", req.zone)?,
         direction: req.direction.unwrap_or_default().as_str().to_owned(),
         zone_mask: i64::from(req.zone_mask),
         allow_reentry: req.allow_reentry,
@@ -247,7 +247,7 @@ pub async fn create(
             .map(|b| serde_json::to_string(&b))
             .transpose()
             .map_err(anyhow::Error::from)?,
-        mesh_addr: clean(req.mesh_addr),
+        mesh_addr: optional_line("mesh_addr", req.mesh_addr)?,
         is_active: true,
         created_at: now,
         updated_at: now,
@@ -293,7 +293,7 @@ pub async fn update(
         gate.name = required_text("name", name, 100)?;
     }
     if let Some(zone) = req.zone {
-        gate.zone = clean(zone);
+        gate.zone = optional_line("zone", zone)?;
     }
     if let Some(d) = req.direction {
         gate.direction = d.as_str().to_owned();
@@ -312,7 +312,7 @@ pub async fn update(
             .map_err(anyhow::Error::from)?;
     }
     if let Some(a) = req.mesh_addr {
-        gate.mesh_addr = clean(a);
+        gate.mesh_addr = optional_line("mesh_addr", a)?;
     }
     if let Some(active) = req.is_active {
         gate.is_active = active;

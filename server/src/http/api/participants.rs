@@ -22,7 +22,7 @@ use super::{Page, PageParams, load_event, page};
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
 use crate::domain::event::EventSettings;
-use crate::domain::text::{clean, required_text};
+use crate::domain::text::{clean, optional_line, required_text};
 use crate::domain::webhook;
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, Query, double_option, from_value_at, parse_json};
@@ -204,7 +204,7 @@ pub struct ParticipantPatch {
 
 /// Checks an e-mail address loosely (one `@`, something either side, no spaces).
 pub fn check_email(field: &str, email: Option<String>) -> Result<Option<String>, Error> {
-    let Some(email) = clean(email) else {
+    let Some(email) = optional_line(field, email)? else {
         return Ok(None);
     };
     let ok = email.len() <= 254
@@ -221,7 +221,7 @@ pub fn check_email(field: &str, email: Option<String>) -> Result<Option<String>,
 }
 
 fn short_text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, Error> {
-    let v = clean(value);
+    let v = optional_line(field, value)?;
     if let Some(v) = &v
         && v.chars().count() > max
     {
@@ -811,7 +811,8 @@ pub async fn revoke_ticket(
 ) -> Result<Json<TicketOut>, Error> {
     auth.require(Role::Staff)?;
     let req: TicketRevoke = optional_body(&body)?;
-    let reason = clean(req.reason).unwrap_or_else(|| "revoked by organizer".into());
+    let reason =
+        optional_line("reason", req.reason)?.unwrap_or_else(|| "revoked by organizer".into());
     let keys = event_keys(&state, event_id).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
     let p = store::participants::get_tx(uow.tx(), event_id, id)

@@ -66,6 +66,12 @@ pub async fn changes(
     if let Some(event) = p.event {
         gate.require_event(event)?;
     }
+    if i64::try_from(p.after).is_err() {
+        return Err(Error::validation(
+            "after",
+            "after is beyond any change cursor (at most 2^63-1)",
+        ));
+    }
     let limit = p.limit.unwrap_or(1_000).clamp(1, MAX_LIMIT);
     let wait = Duration::from_secs(u64::from(p.wait.unwrap_or(0).min(MAX_WAIT)));
     // Subscribe before the first query, so a change committed in between still wakes us.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::Error;
 use crate::domain::gate::GateAuth;
-use crate::http::extract::Json;
+use crate::http::extract::JsonAnyText;
 use crate::service::AppState;
 pub use crate::service::push::MAX_BATCH;
 use crate::service::push::merge_push;
@@ -32,7 +32,7 @@ pub struct PushBody {
 pub async fn push(
     State(state): State<AppState>,
     gate: GateAuth,
-    Json(body): Json<PushBody>,
+    JsonAnyText(body): JsonAnyText<PushBody>,
 ) -> Result<axum::Json<PushResponse>, Error> {
     if body.gate_id != gate.gate_id {
         return Err(Error::Forbidden);
