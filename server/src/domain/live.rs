@@ -24,6 +24,8 @@ pub enum Live {
         inside: bool,
     },
     /// The merge found a conflict.
+    /// The webhook endpoints of an event changed: processes forget what they cached of them.
+    WebhooksChanged { event_id: Uuid },
     Conflict {
         event_id: Uuid,
         conflict_id: Uuid,
@@ -37,7 +39,8 @@ impl Live {
         match self {
             Live::Changes { event_id, .. }
             | Live::Admission { event_id, .. }
-            | Live::Conflict { event_id, .. } => *event_id,
+            | Live::Conflict { event_id, .. }
+            | Live::WebhooksChanged { event_id } => *event_id,
         }
     }
 }

@@ -41,6 +41,7 @@ impl AppState {
     pub fn new(db: Db, master: MasterKey, webhooks: super::webhooks::Config) -> Self {
         let stopping = tokio_util::sync::CancellationToken::new();
         let notifier = Notifier::start(&db, stopping.clone());
+        super::webhooks::follow_changes(&notifier, stopping.clone());
         Self(Arc::new(Inner {
             notifier,
             redeem: Caches::default(),

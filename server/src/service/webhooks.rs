@@ -110,16 +110,63 @@ pub struct Message {
 /// The enabled endpoints of an event and what they subscribe to.
 pub type Subscribers = Vec<(Uuid, HashSet<String>)>;
 
-/// Reads the subscribers of an event (one indexed query).
+/// How long a process trusts what it read of an event's endpoints. Every change of them is
+/// announced to every process (`Live::WebhooksChanged`, see [`forget`]); this bounds the
+/// staleness should an announcement be missed (a LISTEN connection being re-established).
+const SUBSCRIBERS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The subscribers of the events this process wrote facts for: a unit of work (a push, a
+/// redeem batch) would otherwise spend one more round trip on them every time.
+static SUBSCRIBERS: std::sync::LazyLock<moka::sync::Cache<Uuid, std::sync::Arc<Subscribers>>> =
+    std::sync::LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(SUBSCRIBERS_TTL)
+            .build()
+    });
+
+/// Drops what this process cached of the event's endpoints (after they changed here, or when
+/// another process announces a change).
+pub fn forget(event_id: Uuid) {
+    SUBSCRIBERS.invalidate(&event_id);
+}
+
+/// Forgets cached endpoints whenever any server process announces a change, until `stop`.
+pub fn follow_changes(notifier: &crate::live::Notifier, stop: tokio_util::sync::CancellationToken) {
+    let mut live = notifier.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                item = live.recv() => match item {
+                    Ok(crate::domain::live::Live::WebhooksChanged { event_id }) => forget(event_id),
+                    Ok(_) => {}
+                    // Missed announcements: forget everything rather than trust it.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        SUBSCRIBERS.invalidate_all();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+}
+
+/// The subscribers of an event: from this process's cache, else one indexed query.
 pub async fn subscribers(tx: &mut Tx, event_id: Uuid) -> Result<Subscribers, Error> {
-    Ok(store::webhooks::subscribers(tx, event_id)
+    if let Some(s) = SUBSCRIBERS.get(&event_id) {
+        return Ok((*s).clone());
+    }
+    let subs: Subscribers = store::webhooks::subscribers(tx, event_id)
         .await?
         .into_iter()
         .map(|(id, types)| {
             let types: Vec<String> = serde_json::from_str(&types).unwrap_or_default();
             (id, types.into_iter().collect())
         })
-        .collect())
+        .collect();
+    SUBSCRIBERS.insert(event_id, std::sync::Arc::new(subs.clone()));
+    Ok(subs)
 }
 
 /// Writes one pending delivery per message and subscribed endpoint; returns how many.
@@ -528,6 +575,9 @@ async fn attempt(
         }
     }
     tx.commit().await?;
+    if disabled {
+        forget(endpoint.event_id);
+    }
     let result = if next.is_some() { "retrying" } else { "failed" };
     metrics::counter!("usher_webhook_deliveries_total", "result" => result).increment(1);
     if disabled {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{Page, PageParams, load_event, page};
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
+use crate::domain::live::Live;
 use crate::domain::text::clean;
 use crate::domain::webhook;
 use crate::http::error::Problem;
@@ -205,7 +206,13 @@ pub async fn create(
     let mut tx = state.db.begin().await?;
     store::webhooks::insert_endpoint(&mut tx, &row).await?;
     audit(&mut tx, &auth, "webhook.create", &row).await?;
+    let staged = state
+        .notifier
+        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
+        .await?;
     tx.commit().await?;
+    state.notifier.committed(staged);
+    hooks::forget(event_id);
     Ok((
         StatusCode::CREATED,
         Json(WebhookOut::build(&row, Some(shown))),
@@ -285,7 +292,13 @@ pub async fn update(
             .await?;
     }
     audit(&mut tx, &auth, "webhook.update", &e).await?;
+    let staged = state
+        .notifier
+        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
+        .await?;
     tx.commit().await?;
+    state.notifier.committed(staged);
+    hooks::forget(event_id);
     Ok(Json(WebhookOut::build(&e, None)))
 }
 
@@ -307,7 +320,13 @@ pub async fn delete(
         return Err(Error::NotFound("webhook"));
     }
     audit(&mut tx, &auth, "webhook.delete", &e).await?;
+    let staged = state
+        .notifier
+        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
+        .await?;
     tx.commit().await?;
+    state.notifier.committed(staged);
+    hooks::forget(event_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -336,7 +355,13 @@ pub async fn rotate(
     e.updated_at = now;
     store::webhooks::update_endpoint(&mut tx, &e).await?;
     audit(&mut tx, &auth, "webhook.rotate", &e).await?;
+    let staged = state
+        .notifier
+        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
+        .await?;
     tx.commit().await?;
+    state.notifier.committed(staged);
+    hooks::forget(event_id);
     Ok(Json(WebhookOut::build(&e, Some(shown))))
 }
 

@@ -39,6 +39,8 @@ fn events_for(
                             Live::Changes { .. } => "changes",
                             Live::Admission { .. } => "admission",
                             Live::Conflict { .. } => "conflict",
+                            // Internal to the server processes.
+                            Live::WebhooksChanged { .. } => continue,
                         };
                         let ev = Event::default()
                             .event(name)
