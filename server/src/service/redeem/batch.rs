@@ -190,21 +190,21 @@ async fn drain(state: AppState, event_id: Uuid, mut rx: mpsc::Receiver<Job>) {
         // answers a group of clients, and those come back while the next batch runs, so
         // without this the clients split into two groups of half the size, and every scan
         // pays for twice the statements. A yield costs a pass of the scheduler, not a timer.
+        // As many passes as new scans keep arriving (at least two: the first is compared with
+        // an empty queue), up to [`YIELDS`].
+        let mut queued = 0;
         for _ in 0..YIELDS {
-            if pending.len() >= MAX_BATCH {
-                break;
-            }
             tokio::task::yield_now().await;
-            let before = pending.len();
             while pending.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(job) => pending.push_back(job),
                     Err(_) => break,
                 }
             }
-            if pending.len() == before {
+            if pending.len() == queued || pending.len() >= MAX_BATCH {
                 break;
             }
+            queued = pending.len();
         }
         let batch = take_batch(&mut pending);
         let deferred = run_and_answer(&state, event_id, batch).await;
