@@ -17,6 +17,7 @@ pub mod backup;
 pub mod enroll;
 pub mod login;
 pub mod merge;
+pub mod outbox;
 pub mod push;
 pub mod redeem;
 pub mod state;

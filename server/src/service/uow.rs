@@ -22,7 +22,7 @@ use crate::domain::Error;
 use crate::domain::live::Live;
 use crate::domain::webhook;
 use crate::live::Notifier;
-use crate::service::webhooks::{self, Message, Subscribers};
+use crate::service::outbox::{self as webhooks, Message, Subscribers};
 use crate::store::{self, Db, Tx};
 
 pub struct UnitOfWork {
