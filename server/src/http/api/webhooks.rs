@@ -206,13 +206,7 @@ pub async fn create(
     let mut tx = state.db.begin().await?;
     store::webhooks::insert_endpoint(&mut tx, &row).await?;
     audit(&mut tx, &auth, "webhook.create", &row).await?;
-    let staged = state
-        .notifier
-        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
-        .await?;
-    tx.commit().await?;
-    state.notifier.committed(staged);
-    hooks::forget(event_id);
+    commit_endpoint_change(&state, tx, event_id).await?;
     Ok((
         StatusCode::CREATED,
         Json(WebhookOut::build(&row, Some(shown))),
@@ -292,13 +286,7 @@ pub async fn update(
             .await?;
     }
     audit(&mut tx, &auth, "webhook.update", &e).await?;
-    let staged = state
-        .notifier
-        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
-        .await?;
-    tx.commit().await?;
-    state.notifier.committed(staged);
-    hooks::forget(event_id);
+    commit_endpoint_change(&state, tx, event_id).await?;
     Ok(Json(WebhookOut::build(&e, None)))
 }
 
@@ -320,13 +308,7 @@ pub async fn delete(
         return Err(Error::NotFound("webhook"));
     }
     audit(&mut tx, &auth, "webhook.delete", &e).await?;
-    let staged = state
-        .notifier
-        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
-        .await?;
-    tx.commit().await?;
-    state.notifier.committed(staged);
-    hooks::forget(event_id);
+    commit_endpoint_change(&state, tx, event_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -355,13 +337,7 @@ pub async fn rotate(
     e.updated_at = now;
     store::webhooks::update_endpoint(&mut tx, &e).await?;
     audit(&mut tx, &auth, "webhook.rotate", &e).await?;
-    let staged = state
-        .notifier
-        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
-        .await?;
-    tx.commit().await?;
-    state.notifier.committed(staged);
-    hooks::forget(event_id);
+    commit_endpoint_change(&state, tx, event_id).await?;
     Ok(Json(WebhookOut::build(&e, Some(shown))))
 }
 
@@ -461,4 +437,21 @@ pub async fn deliveries(
     let before = params.after()?.unwrap_or(Uuid::max());
     let rows = store::webhooks::list_deliveries(&state.db, id, before, limit).await?;
     Ok(Json(page(rows, limit, |r| r.id, |r| Ok(r.into()))?))
+}
+
+/// Commits a change of the event's endpoints and announces it to every server process, so each
+/// forgets the subscribers it cached (this one at once).
+async fn commit_endpoint_change(
+    state: &AppState,
+    mut tx: crate::store::Tx,
+    event_id: Uuid,
+) -> Result<(), Error> {
+    let staged = state
+        .notifier
+        .stage(&mut tx, vec![Live::WebhooksChanged { event_id }])
+        .await?;
+    tx.commit().await?;
+    state.notifier.committed(staged);
+    hooks::forget(event_id);
+    Ok(())
 }
