@@ -247,9 +247,11 @@ pub async fn merge_push(
             .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
             .map(|r| &r.checkin),
     );
-    for kinds in refolded.states.values() {
-        for c in &kinds.conflicts {
-            if pending.iter().any(|(_, s)| s.id == c.trigger) {
+    // A conflict is new when this push stored its trigger (invalid rows name no ticket, so
+    // no trigger is one of them).
+    for state in refolded.states.values() {
+        for c in &state.conflicts {
+            if inserted.contains(&c.trigger) {
                 metrics::counter!("usher_conflicts_total", "kind" => c.kind.as_str()).increment(1);
             }
         }
