@@ -239,6 +239,32 @@ pub fn render_svg(text: &str) -> anyhow::Result<String> {
         .build())
 }
 
+/// Builds (not inserts) a new valid ticket for a participant.
+pub fn new_ticket(
+    keys: &EventKeys,
+    event: &store::events::EventRow,
+    participant_id: Uuid,
+    serial: i64,
+    scopes: u16,
+    now: i64,
+) -> Result<TicketRow, Error> {
+    let margin =
+        crate::domain::event::EventSettings::parse(&event.settings)?.ticket_validity_margin_hours;
+    let (valid_from, valid_until) = default_validity(event.starts_at, event.ends_at, margin);
+    Ok(TicketRow {
+        serial,
+        participant_id,
+        key_id: i64::from(keys.current_key_id),
+        short_code: random_short_code()?,
+        scopes: i64::from(scopes),
+        valid_from,
+        valid_until,
+        status: sync_protocol::wire::TicketStatus::Valid.as_str().into(),
+        issued_at: now,
+        revoked_at: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

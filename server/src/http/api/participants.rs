@@ -21,14 +21,13 @@ use uuid::Uuid;
 use super::{Page, PageParams, load_event, page};
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
-use crate::domain::event::EventSettings;
 use crate::domain::text::{clean, optional_line, required_text};
 use crate::domain::webhook;
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, Query, double_option, from_value_at, parse_json};
 use crate::service::AppState;
 use crate::service::merge;
-use crate::service::tickets::{self as issuing, EventKeys};
+use crate::service::tickets::{self as issuing, EventKeys, new_ticket};
 use crate::service::uow::UnitOfWork;
 use crate::service::webhooks;
 use crate::store::participants::{NewParticipant, ParticipantFields, ParticipantRow};
@@ -263,32 +262,6 @@ async fn event_keys(state: &AppState, event_id: Uuid) -> Result<EventKeys, Error
     EventKeys::load(&state.db, &state.master, event_id)
         .await?
         .ok_or(Error::NotFound("event"))
-}
-
-/// Builds (not inserts) a new valid ticket for a participant.
-pub fn new_ticket(
-    keys: &EventKeys,
-    event: &store::events::EventRow,
-    participant_id: Uuid,
-    serial: i64,
-    scopes: u16,
-    now: i64,
-) -> Result<TicketRow, Error> {
-    let margin = EventSettings::parse(&event.settings)?.ticket_validity_margin_hours;
-    let (valid_from, valid_until) =
-        issuing::default_validity(event.starts_at, event.ends_at, margin);
-    Ok(TicketRow {
-        serial,
-        participant_id,
-        key_id: i64::from(keys.current_key_id),
-        short_code: issuing::random_short_code()?,
-        scopes: i64::from(scopes),
-        valid_from,
-        valid_until,
-        status: TicketStatus::Valid.as_str().into(),
-        issued_at: now,
-        revoked_at: None,
-    })
 }
 
 /// Lists participants; `?q=` searches name, e-mail, organisation and external id (substring,
