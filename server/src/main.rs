@@ -1,5 +1,6 @@
 //! `server [--listen ADDR] [--data-dir DIR]`, `server backup DEST`, `server restore SRC`,
-//! `server users list|create|set-role|disable|enable|reset-password` and `server admin create`.
+//! `server users list|create|set-role|disable|enable|reset-password`, `server admin create`,
+//! `server import --event ID FILE` and `server export --event ID [OUT]`.
 
 use std::io::Read;
 
@@ -39,6 +40,42 @@ enum Command {
     ApiKeys {
         #[command(subcommand)]
         command: ApiKeysCommand,
+    },
+    /// Imports participants from a CSV file by the same parser and rules as the API; prints
+    /// progress to standard error and every row error as `line N, field F: message`.
+    Import {
+        /// The event to import into.
+        #[arg(long)]
+        event: uuid::Uuid,
+        /// The CSV file (a header line, then one participant per line).
+        file: std::path::PathBuf,
+        /// Report what would happen; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the valid rows even if others have errors.
+        #[arg(long)]
+        partial: bool,
+        /// Do not issue tickets for new participants.
+        #[arg(long)]
+        no_tickets: bool,
+    },
+    /// Exports participants with their check-in facts (or, with --checkins, the check-in log),
+    /// the same rows as the API's exports; CSV cells are safe from formula injection.
+    Export {
+        /// The event to export.
+        #[arg(long)]
+        event: uuid::Uuid,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Comma-separated columns, in the order wanted (default: all).
+        #[arg(long)]
+        columns: Option<String>,
+        /// The check-in log (failed scans included) instead of the participants.
+        #[arg(long)]
+        checkins: bool,
+        /// Where to write (default: standard output).
+        out: Option<std::path::PathBuf>,
     },
     /// Account administration (`admin create` is `users create`).
     Admin {
@@ -245,6 +282,233 @@ async fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The state the use cases need, for a command that runs beside (or instead of) the server.
+async fn open_state(settings: &Settings) -> anyhow::Result<server::service::AppState> {
+    if !settings.data_dir.is_dir() && settings.database_url.is_none() {
+        anyhow::bail!(
+            "the data directory {} does not exist",
+            settings.data_dir.display()
+        );
+    }
+    let master = server::domain::crypto::MasterKey::load(settings)?;
+    let db = server::Db::connect(settings).await?;
+    server::service::users::check_master_key(&db, &master).await?;
+    Ok(server::service::AppState::new(
+        db,
+        master,
+        server::service::webhooks::Config::from_settings(settings),
+    ))
+}
+
+/// A use case's error as a command-line message (the row errors printed first).
+fn cli_error(e: server::domain::Error, event: uuid::Uuid) -> anyhow::Error {
+    use server::domain::Error;
+    match e {
+        Error::NotFound("event") => anyhow::anyhow!("no event with id {event}"),
+        Error::Validation { detail, errors, .. } => {
+            for e in &errors {
+                eprintln!("{}", row_error_line(e.line, &e.field, &e.message));
+            }
+            anyhow::anyhow!("{detail}")
+        }
+        Error::BadRequest { detail, field } => match field {
+            Some(f) => anyhow::anyhow!("{f}: {detail}"),
+            None => anyhow::anyhow!("{detail}"),
+        },
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+fn row_error_line(line: Option<u64>, field: &str, message: &str) -> String {
+    match line {
+        Some(n) => format!("line {n}, field {field}: {message}"),
+        None => format!("field {field}: {message}"),
+    }
+}
+
+/// Counts the bytes read, for the progress report.
+struct Counting<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Reports how much of the file was read until `done` is cancelled: a progress bar when
+/// standard error is a terminal, else a plain line every few seconds.
+async fn report_progress(
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    total: u64,
+    done: tokio_util::sync::CancellationToken,
+) {
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {decimal_bytes}/{decimal_total_bytes} {percent}% {elapsed} (eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        loop {
+            bar.set_position(read.load(Ordering::Relaxed));
+            tokio::select! {
+                () = done.cancelled() => break,
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+        bar.finish_and_clear();
+    } else {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = done.cancelled() => break,
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+            let n = read.load(Ordering::Relaxed);
+            eprintln!(
+                "read {:.1} of {:.1} MB ({}%) in {} s",
+                n as f64 / 1e6,
+                total as f64 / 1e6,
+                (n * 100).checked_div(total).unwrap_or(100),
+                started.elapsed().as_secs()
+            );
+        }
+    }
+}
+
+struct ImportArgs {
+    event: uuid::Uuid,
+    file: std::path::PathBuf,
+    dry_run: bool,
+    partial: bool,
+    no_tickets: bool,
+}
+
+async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let state = open_state(settings).await?;
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = Counting {
+        inner: std::io::BufReader::with_capacity(1 << 16, file),
+        read: read.clone(),
+    };
+    let done = tokio_util::sync::CancellationToken::new();
+    let progress = tokio::spawn(report_progress(read, total, done.clone()));
+    let actor = server::domain::auth::Actor {
+        id: None,
+        name: "cli".into(),
+    };
+    let options = server::service::import::ImportOptions {
+        dry_run: args.dry_run,
+        partial: args.partial,
+        issue_tickets: !args.no_tickets,
+    };
+    let outcome =
+        server::service::import::import_csv(&state, &actor, args.event, options, reader).await;
+    done.cancel();
+    let _ = progress.await;
+    state.db.close().await;
+    let outcome = outcome.map_err(|e| cli_error(e, args.event))?;
+    for e in &outcome.errors {
+        eprintln!("{}", row_error_line(Some(e.line), &e.field, &e.message));
+    }
+    println!(
+        "{}{} created, {} updated, {} unchanged, {} ticket(s) issued, {} row error(s)",
+        if outcome.dry_run {
+            "dry run (nothing written): "
+        } else {
+            ""
+        },
+        outcome.created,
+        outcome.updated,
+        outcome.unchanged,
+        outcome.tickets_issued,
+        outcome.errors.len()
+    );
+    Ok(())
+}
+
+struct ExportArgs {
+    event: uuid::Uuid,
+    format: String,
+    columns: Option<String>,
+    checkins: bool,
+    out: Option<std::path::PathBuf>,
+}
+
+async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
+    use server::service::exports::{self, Format};
+    let format = exports::format_of(Some(&args.format)).map_err(|e| cli_error(e, args.event))?;
+    let known = if args.checkins {
+        exports::CHECKIN_COLUMNS
+    } else {
+        exports::PARTICIPANT_COLUMNS
+    };
+    let columns = exports::columns_of(args.columns.as_deref(), known)
+        .map_err(|e| cli_error(e, args.event))?;
+    let db = server::Db::connect(settings).await?;
+    let rows = async {
+        server::store::events::require(&db, args.event).await?;
+        if args.checkins {
+            exports::checkin_rows(&db, args.event).await
+        } else {
+            exports::participant_rows(&db, args.event).await
+        }
+    }
+    .await;
+    db.close().await;
+    let rows = rows.map_err(|e| cli_error(e, args.event))?;
+    let n = rows.len();
+    let bytes = match format {
+        Format::Json => {
+            let items: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|r| exports::json_object(r, &columns))
+                .collect();
+            let mut text = serde_json::to_vec_pretty(&items)?;
+            text.push(b'\n');
+            text
+        }
+        Format::Csv => {
+            let mut w = server::http::csv::SafeCsv::default();
+            w.row(&columns).map_err(|e| cli_error(e, args.event))?;
+            for r in &rows {
+                w.row(exports::csv_cells(r, &columns))
+                    .map_err(|e| cli_error(e, args.event))?;
+            }
+            w.finish().map_err(|e| cli_error(e, args.event))?
+        }
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {n} row(s) to {}", path.display());
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write to standard output")?;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -281,6 +545,38 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Users { command }) => users(&cli.settings, command).await,
         Some(Command::ApiKeys { command }) => api_keys(&cli.settings, command).await,
+        Some(Command::Import {
+            event,
+            file,
+            dry_run,
+            partial,
+            no_tickets,
+        }) => {
+            let args = ImportArgs {
+                event,
+                file,
+                dry_run,
+                partial,
+                no_tickets,
+            };
+            import(&cli.settings, args).await
+        }
+        Some(Command::Export {
+            event,
+            format,
+            columns,
+            checkins,
+            out,
+        }) => {
+            let args = ExportArgs {
+                event,
+                format,
+                columns,
+                checkins,
+                out,
+            };
+            export(&cli.settings, args).await
+        }
         Some(Command::Admin {
             command: AdminCommand::Create { email, role, .. },
         }) => {
