@@ -18,6 +18,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 /// Request header carrying the protocol version.
 pub const PROTOCOL_HEADER: &str = "usher-protocol";
+/// Sent by a gate on every pull and push: its agent version (e.g. `0.1.0`).
+pub const AGENT_VERSION_HEADER: &str = "usher-agent-version";
+/// Sent by a gate on every pull and push: check-ins in its outbox not yet acknowledged.
+pub const OUTBOX_DEPTH_HEADER: &str = "usher-outbox-depth";
+/// Sent by a gate on every pull and push: when it last synced with the server (Unix ms).
+pub const LAST_SYNC_HEADER: &str = "usher-last-sync-at";
 
 /// A wire enum with exactly one string form: serde, [`as_str`](Reason::as_str),
 /// [`parse`](Reason::parse), `FromStr` and `Display` all come from the one list of

@@ -25,6 +25,22 @@ impl GateAuth {
     }
 }
 
+/// A gate counts as online while it was heard from within this window (a long poll answers
+/// within 30 s, so a live gate is heard from well inside it).
+pub const ONLINE_WINDOW_MS: i64 = 90_000;
+/// The server records a gate's report at most this often (or at once when the version or the
+/// outbox depth changed).
+pub const REPORT_INTERVAL_MS: i64 = 5_000;
+
+/// What a gate reports about itself on a pull or push.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateReport {
+    pub agent_version: Option<String>,
+    pub outbox_depth: Option<i64>,
+    /// Unix ms.
+    pub last_sync_at: Option<i64>,
+}
+
 /// A new gate credential: 256 random bits, URL-safe. Returns (credential, its SHA-256).
 pub fn new_credential() -> anyhow::Result<(String, [u8; 32])> {
     let raw = random_bytes::<32>()?;

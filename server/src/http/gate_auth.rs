@@ -4,11 +4,14 @@
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use sync_protocol::wire::{PROTOCOL_HEADER, SUPPORTED_VERSIONS};
+use sync_protocol::wire::{
+    AGENT_VERSION_HEADER, LAST_SYNC_HEADER, OUTBOX_DEPTH_HEADER, PROTOCOL_HEADER,
+    SUPPORTED_VERSIONS,
+};
 
 use crate::domain::crypto::sha256;
 use crate::domain::error::Error;
-use crate::domain::gate::GateAuth;
+use crate::domain::gate::{GateAuth, GateReport};
 use crate::service::AppState;
 use crate::store;
 
@@ -56,6 +59,44 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The gate's report in the `usher-agent-version`, `usher-outbox-depth` and `usher-last-sync-at`
+/// headers (each optional; a malformed one is a 400 naming it).
+pub fn report(parts: &Parts) -> Result<GateReport, Error> {
+    let text = |name: &str| -> Result<Option<String>, Error> {
+        parts
+            .headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .ok()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty() && v.len() <= 64)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Error::bad_request(Some(name), format!("{name} must be 1 to 64 characters"))
+                    })
+            })
+            .transpose()
+    };
+    let number = |name: &str| -> Result<Option<i64>, Error> {
+        text(name)?
+            .map(|v| {
+                v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    Error::bad_request(
+                        Some(name),
+                        format!("{name} must be a non-negative integer, not {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    Ok(GateReport {
+        agent_version: text(AGENT_VERSION_HEADER)?,
+        outbox_depth: number(OUTBOX_DEPTH_HEADER)?,
+        last_sync_at: number(LAST_SYNC_HEADER)?,
+    })
+}
+
 impl FromRequestParts<AppState> for GateAuth {
     type Rejection = Error;
 
@@ -64,9 +105,12 @@ impl FromRequestParts<AppState> for GateAuth {
         let token = bearer(parts).ok_or(Error::Unauthorized(
             "send `Authorization: Bearer <gate credential>`; enroll the gate to get one",
         ))?;
-        lookup(state, token).await?.ok_or(Error::Unauthorized(
+        let report = report(parts)?;
+        let gate = lookup(state, token).await?.ok_or(Error::Unauthorized(
             "this gate credential is unknown or revoked (the gate was deactivated or enrolled \
              again); enroll the gate with a new code",
-        ))
+        ))?;
+        crate::service::gate_status::heard_from(&state.db, gate.gate_id, &report).await?;
+        Ok(gate)
     }
 }

@@ -16,6 +16,7 @@ pub mod api_keys;
 pub mod backup;
 pub mod enroll;
 pub mod exports;
+pub mod gate_status;
 pub mod import;
 pub mod login;
 pub mod merge;

@@ -297,3 +297,72 @@ pub async fn replace_credential(
             .await?
     }))
 }
+
+/// What the gate last reported and when it was last heard from.
+#[derive(Debug, Clone, FromRow)]
+pub struct GateStatusRow {
+    pub id: Uuid,
+    pub last_seen_at: Option<i64>,
+    pub agent_version: Option<String>,
+    pub outbox_depth: Option<i64>,
+    pub last_sync_at: Option<i64>,
+}
+
+/// The status of every gate of the event.
+pub async fn statuses(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateStatusRow>> {
+    db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, last_seen_at, agent_version, outbox_depth, last_sync_at
+             FROM gates WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await
+    })
+}
+
+/// The status of one gate.
+pub async fn status(db: &Db, gate_id: Uuid) -> sqlx::Result<Option<GateStatusRow>> {
+    db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, last_seen_at, agent_version, outbox_depth, last_sync_at
+             FROM gates WHERE id = $1",
+        )
+        .bind(gate_id)
+        .fetch_optional(p)
+        .await
+    })
+}
+
+/// Records a gate's report, unless one was recorded less than `interval_ms` ago and the agent
+/// version and outbox depth are unchanged (so a busy gate costs one write every few seconds).
+/// Absent values keep the stored ones.
+pub async fn record_report(
+    db: &Db,
+    gate_id: Uuid,
+    now: i64,
+    interval_ms: i64,
+    report: &crate::domain::gate::GateReport,
+) -> sqlx::Result<()> {
+    db_run!(db, p => {
+        sqlx::query(
+            "UPDATE gates SET last_seen_at = $2,
+                    agent_version = COALESCE($3, agent_version),
+                    outbox_depth = COALESCE($4, outbox_depth),
+                    last_sync_at = COALESCE($5, last_sync_at)
+             WHERE id = $1
+               AND (last_seen_at IS NULL OR last_seen_at < $6
+                    OR COALESCE(agent_version, '') <> COALESCE($3, agent_version, '')
+                    OR COALESCE(outbox_depth, -1) <> COALESCE($4, outbox_depth, -1))",
+        )
+        .bind(gate_id)
+        .bind(now)
+        .bind(report.agent_version.as_deref())
+        .bind(report.outbox_depth)
+        .bind(report.last_sync_at)
+        .bind(now - interval_ms)
+        .execute(p)
+        .await?;
+    });
+    Ok(())
+}

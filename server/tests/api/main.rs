@@ -10,6 +10,7 @@ mod api_keys;
 mod auth;
 mod changes;
 mod events;
+mod gate_status;
 mod gates;
 mod health;
 mod import;

@@ -21,9 +21,10 @@ use crate::domain::text::{optional_line, required_text};
 use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, double_option};
 use crate::service::AppState;
+use crate::service::gate_status;
 use crate::service::tickets::EventKeys;
 use crate::service::uow::UnitOfWork;
-use crate::store::gates::GateRow;
+use crate::store::gates::{GateRow, GateStatusRow};
 use crate::store::{self, ms_to_time, now_ms};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -48,6 +49,20 @@ pub struct GateOut {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// When the server last heard from the gate (a pull or push); null if never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen_at: Option<OffsetDateTime>,
+    /// The gate agent's version, as it last reported it.
+    pub agent_version: Option<String>,
+    /// Check-ins in the gate's outbox not yet acknowledged, as it last reported it.
+    pub outbox_depth: Option<i64>,
+    /// When the gate last synced, by its own report.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_sync_at: Option<OffsetDateTime>,
+    /// Heard from within the last 90 s.
+    pub online: bool,
 }
 
 fn beacon_of(g: &GateRow) -> Result<Option<BeaconConfig>, Error> {
@@ -59,8 +74,14 @@ fn beacon_of(g: &GateRow) -> Result<Option<BeaconConfig>, Error> {
 }
 
 impl GateOut {
-    fn from_row(g: GateRow) -> Result<Self, Error> {
+    fn from_row(g: GateRow, status: Option<&GateStatusRow>) -> Result<Self, Error> {
+        let last_seen = status.and_then(|s| s.last_seen_at);
         Ok(Self {
+            last_seen_at: last_seen.map(ms_to_time),
+            agent_version: status.and_then(|s| s.agent_version.clone()),
+            outbox_depth: status.and_then(|s| s.outbox_depth),
+            last_sync_at: status.and_then(|s| s.last_sync_at).map(ms_to_time),
+            online: gate_status::online(last_seen, now_ms()),
             beacon_config: beacon_of(&g)?,
             zone_mask: u16::try_from(g.zone_mask).map_err(anyhow::Error::from)?,
             direction: g.direction()?,
@@ -209,10 +230,19 @@ pub async fn list(
     auth.require(Role::Viewer)?;
     load_event(&state, event_id).await?;
     let rows = store::gates::list(&state.db, event_id).await?;
+    let statuses: std::collections::HashMap<Uuid, GateStatusRow> =
+        store::gates::statuses(&state.db, event_id)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
     Ok(Json(Page {
         items: rows
             .into_iter()
-            .map(GateOut::from_row)
+            .map(|g| {
+                let status = statuses.get(&g.id);
+                GateOut::from_row(g, status)
+            })
             .collect::<Result<_, _>>()?,
         next_cursor: None,
     }))
@@ -253,7 +283,7 @@ pub async fn create(
         updated_at: now,
     };
     save(&state, &auth, &gate, "gate.create", true).await?;
-    Ok((StatusCode::CREATED, Json(GateOut::from_row(gate)?)))
+    Ok((StatusCode::CREATED, Json(GateOut::from_row(gate, None)?)))
 }
 
 /// One gate.
@@ -269,7 +299,8 @@ pub async fn get(
     let gate = store::gates::get(&state.db, event_id, gate_id)
         .await?
         .ok_or(Error::NotFound("gate"))?;
-    Ok(Json(GateOut::from_row(gate)?))
+    let status = store::gates::status(&state.db, gate.id).await?;
+    Ok(Json(GateOut::from_row(gate, status.as_ref())?))
 }
 
 /// Changes a gate (admin); `is_active: false` deactivates it.
@@ -319,7 +350,8 @@ pub async fn update(
     }
     gate.updated_at = now_ms();
     save(&state, &auth, &gate, "gate.update", was_active).await?;
-    Ok(Json(GateOut::from_row(gate)?))
+    let status = store::gates::status(&state.db, gate.id).await?;
+    Ok(Json(GateOut::from_row(gate, status.as_ref())?))
 }
 
 /// Deactivates a gate (admin). Gates are never deleted: their check-ins reference them.
