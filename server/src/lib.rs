@@ -74,10 +74,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
             settings.admin_email
         );
     }
-    let state = AppState::new(
+    let mail = service::mail::Config::from_settings(&settings)?;
+    let state = AppState::with_mail(
         db,
         master,
         service::webhooks::Config::from_settings(&settings),
+        mail,
     );
     let router = app_router(state.clone());
     let listener = TcpListener::bind(settings.listen)
@@ -153,6 +155,7 @@ impl App {
         let stopping = self.state.stopping.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
         let webhooks = tokio::spawn(service::webhooks::run(self.state.clone()));
+        let mail = tokio::spawn(service::mail::run(self.state.clone()));
         // Graceful shutdown waits for open connections; event streams and long polls would hold
         // it forever, so they end as soon as shutdown starts (`stopping`).
         let shutdown = async move {
@@ -171,6 +174,9 @@ impl App {
         // The webhook worker stops claiming at once; attempts in flight finish (bounded by the
         // receiver timeout).
         tokio::time::timeout(Duration::from_secs(30), webhooks)
+            .await
+            .ok();
+        tokio::time::timeout(Duration::from_secs(30), mail)
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(5), db.close())

@@ -73,6 +73,30 @@ pub struct Settings {
     /// Seconds a webhook receiver has to answer one delivery.
     #[arg(long, env = "USHER_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
     pub webhook_timeout_secs: u64,
+
+    /// SMTP server for ticket e-mail, in lettre's URL form: `smtp://host:port` (plain, a local
+    /// relay), `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465`
+    /// (implicit TLS). Unset = each message is written as an `.eml` file under
+    /// `<data dir>/mail/`.
+    #[arg(long, env = "USHER_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret<String>>,
+
+    /// Sender of ticket e-mail, e.g. `Usher <tickets@example.org>`.
+    #[arg(
+        long,
+        env = "USHER_MAIL_FROM",
+        default_value = "Usher <usher@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Most ticket e-mails sent per minute, by all server processes together.
+    #[arg(long, env = "USHER_MAIL_PER_MINUTE", default_value_t = 120)]
+    pub mail_per_minute: u32,
+
+    /// Multiplies the ticket e-mail retry schedule (10 s doubling to 1 h, 10 attempts). 1 in
+    /// production; tests use small values.
+    #[arg(long, env = "USHER_MAIL_RETRY_SCALE", default_value_t = 1.0)]
+    pub mail_retry_scale: f64,
 }
 
 impl Settings {
@@ -87,6 +111,10 @@ impl Settings {
             db_max_connections: 8,
             webhook_retry_scale: 1.0,
             webhook_timeout_secs: 10,
+            smtp_url: None,
+            mail_from: "Usher <usher@localhost>".into(),
+            mail_per_minute: 120,
+            mail_retry_scale: 1.0,
         }
     }
 
@@ -103,12 +131,19 @@ impl Settings {
         };
         format!(
             "listen      {}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}\n\
-             webhooks    timeout {} s, retry scale {}",
+             webhooks    timeout {} s, retry scale {}\n\
+             mail        {}, from {}, at most {} a minute",
             self.listen,
             self.data_dir.display(),
             self.admin_email,
             self.webhook_timeout_secs,
-            self.webhook_retry_scale
+            self.webhook_retry_scale,
+            match &self.smtp_url {
+                Some(url) => mask_url_password(url.expose()),
+                None => format!(".eml files in {}", self.data_dir.join("mail").display()),
+            },
+            self.mail_from,
+            self.mail_per_minute
         )
     }
 }

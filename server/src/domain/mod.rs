@@ -17,6 +17,7 @@ pub mod event;
 pub mod gate;
 pub mod jwt;
 pub mod live;
+pub mod mail;
 pub mod text;
 pub mod webhook;
 

@@ -144,6 +144,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/{event}/webhooks/{id}/deliveries",
             get(api::webhooks::deliveries),
+        )
+        .route("/events/{event}/tickets/send", post(api::mail::send))
+        .route("/events/{event}/mails", get(api::mail::list))
+        .route(
+            "/events/{event}/mail-template",
+            get(api::mail::get_template)
+                .put(api::mail::put_template)
+                .delete(api::mail::reset_template),
         );
 
     Router::new()
@@ -214,6 +222,8 @@ impl utoipa::Modify for BearerAuth {
         api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
         api::webhooks::list, api::webhooks::create, api::webhooks::get, api::webhooks::update,
         api::webhooks::delete, api::webhooks::rotate, api::webhooks::test, api::webhooks::deliveries,
+        api::mail::send, api::mail::list, api::mail::get_template, api::mail::put_template,
+        api::mail::reset_template,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
@@ -229,6 +239,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "live", description = "Attendance, report, live stream"),
         (name = "exports", description = "Participants with check-in facts, the check-in log"),
         (name = "webhooks", description = "Webhook endpoints and their deliveries (Standard Webhooks)"),
+        (name = "mail", description = "Ticket e-mail: sending, status, templates"),
     )
 )]
 pub struct ApiDoc;

@@ -11,6 +11,7 @@
 //! - [`tickets`]: event key material and ticket issuing.
 //! - [`users`], [`login`]: accounts and login throttling.
 //! - [`webhooks`]: webhook endpoints, the outbox written at commit, the delivery worker.
+//! - [`mail`], [`mail_outbox`]: ticket e-mail: queued at commit, sent by a worker.
 
 pub mod api_keys;
 pub mod backup;
@@ -19,6 +20,8 @@ pub mod exports;
 pub mod gate_status;
 pub mod import;
 pub mod login;
+pub mod mail;
+pub mod mail_outbox;
 pub mod merge;
 pub mod outbox;
 pub mod push;

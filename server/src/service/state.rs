@@ -34,11 +34,23 @@ pub struct Inner {
     pub stopping: tokio_util::sync::CancellationToken,
     /// How webhooks are delivered (timeouts, retry timing).
     pub webhooks: super::webhooks::Config,
+    /// How ticket e-mail is sent.
+    pub mail: super::mail::Config,
 }
 
 impl AppState {
     /// Builds the state; on PostgreSQL this also starts the LISTEN task (needs a runtime).
     pub fn new(db: Db, master: MasterKey, webhooks: super::webhooks::Config) -> Self {
+        Self::with_mail(db, master, webhooks, super::mail::Config::default())
+    }
+
+    /// [`AppState::new`] with the ticket e-mail settings.
+    pub fn with_mail(
+        db: Db,
+        master: MasterKey,
+        webhooks: super::webhooks::Config,
+        mail: super::mail::Config,
+    ) -> Self {
         let stopping = tokio_util::sync::CancellationToken::new();
         let notifier = Notifier::start(&db, stopping.clone());
         super::webhooks::follow_changes(&notifier, stopping.clone());
@@ -48,6 +60,7 @@ impl AppState {
             redeem_queues: Queues::default(),
             stopping,
             webhooks,
+            mail,
             db,
             master,
             login_limiter: LoginLimiter::new(10, Duration::from_secs(60)),

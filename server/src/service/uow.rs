@@ -9,6 +9,9 @@
 //! 5. publishes the staged items locally (SQLite; PostgreSQL's arrive through LISTEN) and wakes
 //!    the webhook worker.
 //!
+//! Ticket e-mails a unit queues ([`UnitOfWork::ticket_mails`]) are written with the webhook
+//! deliveries, and the mail worker is woken after the commit.
+//!
 //! Every conflict among the live items is also a `conflict.created` message.
 //!
 //! Dropping a unit without [`UnitOfWork::commit`] rolls everything back: no change, no live item.
@@ -34,6 +37,8 @@ pub struct UnitOfWork {
     webhooks: Vec<Message>,
     /// The webhook subscribers of each event, once read in this transaction.
     subscribers: HashMap<Uuid, Subscribers>,
+    /// Ticket e-mails to queue.
+    mails: Vec<store::mail::NewMail>,
 }
 
 impl UnitOfWork {
@@ -46,6 +51,7 @@ impl UnitOfWork {
             live: Vec::new(),
             webhooks: Vec::new(),
             subscribers: HashMap::new(),
+            mails: Vec::new(),
         })
     }
 
@@ -86,6 +92,11 @@ impl UnitOfWork {
             at: store::now_ms(),
             data,
         });
+    }
+
+    /// Queues ticket e-mails, written with the unit's other outbox rows.
+    pub fn ticket_mails(&mut self, rows: impl IntoIterator<Item = store::mail::NewMail>) {
+        self.mails.extend(rows);
     }
 
     /// Whether an enabled endpoint of `event_id` subscribes to `event_type`: lets a use case skip
@@ -148,6 +159,8 @@ impl UnitOfWork {
         let staged = notifier.stage(&mut self.tx, live).await?;
         let messages = std::mem::take(&mut self.webhooks);
         let queued = webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
+        let mails = std::mem::take(&mut self.mails);
+        let mails = super::mail_outbox::write(&mut self.tx, &mails).await?;
         if let Some(event_id) = self.event_id
             && !self.changes.is_empty()
         {
@@ -157,6 +170,9 @@ impl UnitOfWork {
         notifier.committed(staged);
         if queued > 0 {
             webhooks::wake();
+        }
+        if mails > 0 {
+            super::mail_outbox::wake();
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ pub mod events;
 pub mod exports;
 pub mod gates;
 pub mod live;
+pub mod mail;
 pub mod meta;
 pub mod nodelay;
 pub mod participants;

@@ -16,6 +16,7 @@ pub mod events;
 pub mod exports;
 pub mod gates;
 pub mod import;
+pub mod mail;
 pub mod participants;
 pub mod redeem;
 pub mod webhooks;

@@ -92,6 +92,8 @@ pub struct ParticipantOut {
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     pub ticket: Option<TicketOut>,
+    /// The newest ticket e-mail to this participant and where it stands (`null`: none).
+    pub ticket_mail: Option<super::mail::MailOut>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -114,6 +116,7 @@ impl ParticipantOut {
             ticket_type: p.ticket_type,
             metadata: serde_json::from_str(&p.metadata).unwrap_or_default(),
             ticket,
+            ticket_mail: None,
             created_at: ms_to_time(p.created_at),
             updated_at: ms_to_time(p.updated_at),
         })
@@ -137,6 +140,7 @@ impl ParticipantOut {
             ticket_type: f.ticket_type.clone(),
             metadata: serde_json::from_str(&f.metadata).unwrap_or_default(),
             ticket: ticket.map(|t| TicketOut::build(t, keys)).transpose()?,
+            ticket_mail: None,
             created_at: ms_to_time(now),
             updated_at: ms_to_time(now),
         })
@@ -297,12 +301,23 @@ pub async fn list(
     )
     .await?;
     let keys = event_keys(&state, event_id).await?;
-    Ok(Json(page(
-        rows,
-        limit,
-        |p| p.id,
-        |p| ParticipantOut::build(p, &keys),
-    )?))
+    let mut out = page(rows, limit, |p| p.id, |p| ParticipantOut::build(p, &keys))?;
+    attach_mail(&state, event_id, &mut out.items).await?;
+    Ok(Json(out))
+}
+
+/// Fills in each participant's newest ticket e-mail.
+async fn attach_mail(
+    state: &AppState,
+    event_id: Uuid,
+    items: &mut [ParticipantOut],
+) -> Result<(), Error> {
+    let ids: Vec<Uuid> = items.iter().map(|p| p.id).collect();
+    let mut mails = super::mail::latest(state, event_id, &ids).await?;
+    for p in items {
+        p.ticket_mail = mails.remove(&p.id);
+    }
+    Ok(())
 }
 
 /// `?q=&cursor=&limit=`.
@@ -490,7 +505,10 @@ pub async fn get(
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let keys = event_keys(&state, event_id).await?;
-    Ok(Json(ParticipantOut::build(p, &keys)?))
+    let mut out = [ParticipantOut::build(p, &keys)?];
+    attach_mail(&state, event_id, &mut out).await?;
+    let [out] = out;
+    Ok(Json(out))
 }
 
 /// Changes a participant (staff). A new name or attention note is replicated to the gates.
