@@ -14,7 +14,7 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use utoipa::OpenApi;
 
 use crate::domain::error::Error;
@@ -144,6 +144,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/{event}/webhooks/{id}/deliveries",
             get(api::webhooks::deliveries),
+        )
+        .route(
+            "/events/{event}/supervisor-pin",
+            put(api::door::set_supervisor_pin),
         );
 
     Router::new()
@@ -214,6 +218,7 @@ impl utoipa::Modify for BearerAuth {
         api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
         api::webhooks::list, api::webhooks::create, api::webhooks::get, api::webhooks::update,
         api::webhooks::delete, api::webhooks::rotate, api::webhooks::test, api::webhooks::deliveries,
+        api::door::set_supervisor_pin,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
