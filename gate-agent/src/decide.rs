@@ -98,6 +98,23 @@ pub struct ScanOutcome {
     pub operator_override: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undoes: Option<Uuid>,
+    /// For a holder refused as already inside (or already used): when and where the entry that
+    /// refuses them was made, as this gate knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<LastSeen>,
+    /// The verified `U1:` text that was scanned, for the badge's QR; never serialized (the
+    /// decision log and the screen's stream do not carry credentials).
+    #[serde(skip)]
+    pub presented: Option<String>,
+}
+
+/// When and where a ticket's last movement was made (the presence view's row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastSeen {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The gate's name when this gate knows its configuration, else its id.
+    pub gate: Option<String>,
 }
 
 /// Current wall time in unix milliseconds.
@@ -135,6 +152,8 @@ struct Resolved {
     /// ticket was found by a lookup the operator made (short code, manual pick). A forged or
     /// foreign QR names a serial but must not show who holds it.
     trusted: bool,
+    /// The `U1:` text, when that is what was presented.
+    presented: Option<String>,
 }
 
 impl Gate {
@@ -212,10 +231,12 @@ impl Gate {
             row: None,
             verdict: Ok(()),
             trusted: false,
+            presented: None,
         };
         match &req.subject {
             Subject::Text(text) => match parse_text(text) {
                 Ok(Credential::Ticket(t)) => {
+                    out.presented = Some(text.trim().to_owned());
                     out.serial = Some(t.fields.serial);
                     out.row = self.replica.ticket(t.fields.serial)?;
                     out.verdict = check_signed(&t, keys, &policy, direction);
@@ -459,6 +480,8 @@ impl Gate {
             scanned_at,
             operator_override: None,
             undoes: Some(id),
+            last_seen: None,
+            presented: None,
         })
     }
 }
@@ -568,6 +591,12 @@ fn record(
         move_presence(tx, serial, direction, gate_id, checkin.id, hlc, 1)?;
     }
     let shown = resolved.row.as_ref().filter(|_| resolved.trusted);
+    let last_seen = match (reason, resolved.serial) {
+        (Some(Reason::AlreadyInside | Reason::ReentryNotAllowed), Some(serial)) => {
+            replica::last_seen(tx, serial)?
+        }
+        _ => None,
+    };
     Ok(ScanOutcome {
         id: checkin.id,
         seq,
@@ -582,6 +611,8 @@ fn record(
         scanned_at,
         operator_override,
         undoes: None,
+        last_seen,
+        presented: resolved.presented.filter(|_| resolved.trusted),
     })
 }
 

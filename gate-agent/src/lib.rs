@@ -16,6 +16,7 @@ pub mod decide;
 pub mod handle;
 pub mod inspect;
 pub mod mesh;
+pub mod printer;
 pub mod replica;
 pub mod run;
 pub mod status;

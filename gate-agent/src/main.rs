@@ -101,6 +101,19 @@ enum Command {
         /// How often peers' logs are read, in ms.
         #[arg(long, default_value_t = 500)]
         mesh_interval_ms: u64,
+        /// Seconds a verdict stays on the operator screen before it returns to READY.
+        #[arg(long, env = "USHER_VERDICT_SECONDS", default_value_t = 4.0)]
+        verdict_seconds: f64,
+        /// A host name the operator screen answers to besides localhost and IP addresses
+        /// (requests naming any other host are refused: DNS rebinding); repeatable.
+        #[arg(long = "ui-host", value_name = "NAME")]
+        ui_hosts: Vec<String>,
+        /// Badge printer: zpl://HOST:PORT (ZPL over raw TCP) or lp:QUEUE (PDF through CUPS).
+        #[arg(long, env = "USHER_PRINTER", value_name = "TARGET")]
+        printer: Option<gate_agent::printer::PrinterTarget>,
+        /// A ZPL badge template with {name}, {organization}, {ticket_type}, {credential}.
+        #[arg(long, value_name = "FILE")]
+        badge_template: Option<PathBuf>,
     },
     /// Decode QR codes in image files and decide each (photos of tickets that failed to scan).
     /// Prints one JSON line per file: {"file","decoded","decision","reason"}.
@@ -269,7 +282,18 @@ fn main() -> ExitCode {
             mesh_listen,
             peers,
             mesh_interval_ms,
+            verdict_seconds,
+            ui_hosts,
+            printer,
+            badge_template,
         } => {
+            let badge_template = match badge_template.map(std::fs::read_to_string).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("gate-agent run: --badge-template: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             init_tracing("info");
             let opts = RunOptions {
                 data_dir: cli.data_dir,
@@ -284,6 +308,17 @@ fn main() -> ExitCode {
                 mesh_listen,
                 peers,
                 mesh_interval: Duration::from_millis(mesh_interval_ms.max(50)),
+                screen: gate_agent::ui::ScreenOptions {
+                    verdict: Duration::from_secs_f64(if verdict_seconds.is_finite() {
+                        verdict_seconds.clamp(0.5, 120.0)
+                    } else {
+                        4.0
+                    }),
+                    allowed_hosts: ui_hosts,
+                    announce_pairing: true,
+                },
+                printer,
+                badge_template,
             };
             let r = runtime().and_then(|rt| {
                 let r = rt.block_on(async {

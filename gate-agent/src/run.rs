@@ -51,6 +51,12 @@ pub struct RunOptions {
     pub peers: Vec<String>,
     /// How often peers' logs are read.
     pub mesh_interval: Duration,
+    /// The operator screen's settings (verdict time, allowed host names).
+    pub screen: ui::ScreenOptions,
+    /// The badge printer: badges print on each first entry, and from the screen.
+    pub printer: Option<crate::printer::PrinterTarget>,
+    /// An organizer's ZPL badge template (the built-in one otherwise).
+    pub badge_template: Option<String>,
 }
 
 /// Suppresses repeats of the same credential within a window.
@@ -371,13 +377,37 @@ async fn start(
         });
     }
 
+    let badges = match opts.printer.clone() {
+        Some(target) => Some(Arc::new(crate::printer::Badges::new(
+            target,
+            opts.badge_template.clone(),
+            Arc::new(Mutex::new(Replica::open(path)?)),
+        ))),
+        None => None,
+    };
+    if let Some(b) = &badges {
+        tracing::info!(printer = %b.target, "badges print on first entry");
+        tasks.spawn(crate::printer::print_on_admit(
+            b.clone(),
+            handle.subscribe(),
+            shutdown.clone(),
+        ));
+    }
+
     if let Some(addr) = opts.ui_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let state = UiState {
-            gate: handle.clone(),
-            replica: side,
-            sync: status,
-        };
+        let mut state = UiState::with_options(
+            handle.clone(),
+            side,
+            status,
+            ui::ScreenOptions {
+                announce_pairing: true,
+                ..opts.screen.clone()
+            },
+        );
+        if let Some(b) = badges {
+            state = state.with_badges(b);
+        }
         let sd = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = ui::serve(listener, state, sd).await {

@@ -27,6 +27,9 @@ pub struct Status {
     pub checkins_total: u64,
     pub last_sync_at: Option<String>,
     pub clock_offset_ms: i64,
+    /// The ways this gate lets people through, as the organizer configured it.
+    pub direction: Option<sync_protocol::wire::GateDirection>,
+    pub zone: Option<String>,
 }
 
 pub fn status(r: &Replica) -> Result<Status, ReplicaError> {
@@ -56,5 +59,7 @@ pub fn status(r: &Replica) -> Result<Status, ReplicaError> {
                 .and_then(|t| t.format(&Rfc3339).ok())
         }),
         clock_offset_ms: sync_protocol::HlcClock::resume(r.hlc()?).offset_ms(now),
+        direction: config.as_ref().map(|c| c.direction),
+        zone: config.as_ref().and_then(|c| c.zone.clone()),
     })
 }

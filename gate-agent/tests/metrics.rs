@@ -82,20 +82,40 @@ async fn post(c: &reqwest::Client, url: String, body: Value) -> Value {
 
 #[tokio::test]
 async fn scans_move_the_counters_by_exactly_what_was_decided() {
-    let f = fixture(5, |g| g.allow_reentry = false);
+    let f = fixture(5, |g| {
+        g.allow_reentry = false;
+        g.supervisor_pin = Some(sync_protocol::pin::hash("135790").unwrap());
+    });
     let gate = Gate::new(Replica::open(&f.path()).unwrap()).unwrap();
     let handle = GateHandle::spawn(gate, Arc::new(Notify::new())).unwrap();
-    let state = UiState {
-        gate: handle,
-        replica: Arc::new(Mutex::new(Replica::open(&f.path()).unwrap())),
-        sync: Arc::new(SyncStatus::default()),
-    };
+    let state = UiState::new(
+        handle,
+        Arc::new(Mutex::new(Replica::open(&f.path()).unwrap())),
+        Arc::new(SyncStatus::default()),
+    );
+    let code = state.pairing_code();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve(listener, state, shutdown.clone()));
     gate_agent::sync::client::install_tls_provider();
-    let c = reqwest::Client::new();
+    // The operator screen's API needs a paired session (`/metrics` does not).
+    let pairing = reqwest::Client::new()
+        .post(format!("{base}/api/pair"))
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = pairing.headers()["set-cookie"].to_str().unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::COOKIE,
+        cookie.split(';').next().unwrap().parse().unwrap(),
+    );
+    let c = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
 
     let (_, before) = scrape(&c, &base).await;
     let scan = |body: Value| post(&c, format!("{base}/api/scan"), body);
@@ -113,7 +133,8 @@ async fn scans_move_the_counters_by_exactly_what_was_decided() {
     );
     let by_code = scan(json!({"credential": Fixture::code(3).to_string()})).await;
     assert_eq!(by_code["decision"], "admit");
-    let overridden = scan(json!({"serial": 1, "override": "wristband checked"})).await;
+    let overridden =
+        scan(json!({"serial": 1, "override": "wristband checked", "pin": "135790"})).await;
     assert_eq!(
         (overridden["decision"].clone(), overridden["reason"].clone()),
         (json!("admit"), json!("already_inside"))

@@ -18,19 +18,54 @@ use sync_protocol::wire::Reason;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-async fn start(f: &Fixture) -> (String, CancellationToken) {
+const PIN: &str = "246810";
+
+/// A fixture whose event has the supervisor PIN [`PIN`].
+fn fixture_with_pin(tickets: u64) -> Fixture {
+    fixture(tickets, |g| {
+        g.supervisor_pin = Some(sync_protocol::pin::hash(PIN).unwrap());
+    })
+}
+
+/// Serves the screen; returns its base URL, its shutdown, its state (for the pairing code) and
+/// a client paired with it (its session cookie on every request).
+async fn start(f: &Fixture) -> (String, CancellationToken, UiState, reqwest::Client) {
     let gate = Gate::new(Replica::open(&f.path()).unwrap()).unwrap();
     let handle = GateHandle::spawn(gate, Arc::new(Notify::new())).unwrap();
-    let state = UiState {
-        gate: handle,
-        replica: Arc::new(Mutex::new(Replica::open(&f.path()).unwrap())),
-        sync: Arc::new(SyncStatus::default()),
-    };
+    let state = UiState::new(
+        handle,
+        Arc::new(Mutex::new(Replica::open(&f.path()).unwrap())),
+        Arc::new(SyncStatus::default()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, state, shutdown.clone()));
-    (base, shutdown)
+    tokio::spawn(serve(listener, state.clone(), shutdown.clone()));
+    let c = paired(&base, &state).await;
+    (base, shutdown, state, c)
+}
+
+/// Pairs a new client with the pairing code and keeps the cookie it got.
+async fn paired(base: &str, state: &UiState) -> reqwest::Client {
+    let r = client()
+        .post(format!("{base}/api/pair"))
+        .json(&json!({"code": state.pairing_code()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, session.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 fn client() -> reqwest::Client {
@@ -46,9 +81,8 @@ async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn scan_lookup_manual_admit_undo_and_override_over_http() {
-    let f = fixture(5, |_| {});
-    let (base, shutdown) = start(&f).await;
-    let c = client();
+    let f = fixture_with_pin(5);
+    let (base, shutdown, _, c) = start(&f).await;
 
     // Subscribe to the live stream first.
     let mut events = c
@@ -93,17 +127,40 @@ async fn scan_lookup_manual_admit_undo_and_override_over_http() {
         (again["decision"].clone(), again["reason"].clone()),
         (json!("reject"), json!("already_inside"))
     );
+    // When and where the entry that refuses it was made.
+    assert_eq!(again["last_seen"]["gate"], "North", "{again}");
+    assert_eq!(again["last_seen"]["at"], o["scanned_at"], "{again}");
 
-    // Supervisor override of that rejection.
-    let (s, ov) = post(
+    // Supervisor override of that rejection: refused without the PIN or with a wrong one.
+    let (s, e) = post(
         &c,
         format!("{base}/api/scan"),
         json!({"serial": 3, "override": "re-entry approved"}),
     )
     .await;
-    assert_eq!(s, 200);
+    assert_eq!(
+        (s, e["error"].clone(), e["field"].clone()),
+        (403, json!("supervisor_pin_required"), json!("pin"))
+    );
+    let (s, e) = post(
+        &c,
+        format!("{base}/api/scan"),
+        json!({"serial": 3, "override": "re-entry approved", "pin": "111111"}),
+    )
+    .await;
+    assert_eq!((s, e["error"].clone()), (403, json!("bad_supervisor_pin")));
+    let (s, ov) = post(
+        &c,
+        format!("{base}/api/scan"),
+        json!({"serial": 3, "override": "re-entry approved", "pin": PIN, "supervisor": "Dana"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ov}");
     assert_eq!(ov["decision"], "admit");
-    assert_eq!(ov["operator_override"], "re-entry approved");
+    assert_eq!(
+        ov["operator_override"],
+        "re-entry approved (approved by Dana)"
+    );
 
     // Manual lookup by name, then admit by serial.
     let hits: Value = c
@@ -151,6 +208,7 @@ async fn scan_lookup_manual_admit_undo_and_override_over_http() {
         .await
         .unwrap();
     assert_eq!(st["gate_id"], json!(f.gate_id));
+    assert_eq!(st["direction"], "both");
     assert_eq!(st["outbox_depth"], 6);
     assert_eq!(st["online"], false);
 
@@ -174,9 +232,8 @@ async fn scan_lookup_manual_admit_undo_and_override_over_http() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let f = fixture(1, |_| {});
-    let (base, shutdown) = start(&f).await;
-    let c = client();
+    let f = fixture_with_pin(1);
+    let (base, shutdown, _, c) = start(&f).await;
     let (s, e) = post(&c, format!("{base}/api/scan"), json!({})).await;
     assert_eq!((s, e["field"].clone()), (422, json!("credential")));
     let (s, _) = post(
@@ -192,7 +249,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let (s, e) = post(
         &c,
         format!("{base}/api/scan"),
-        json!({"credential": "garbage", "override": "x"}),
+        json!({"credential": "garbage", "override": "x", "pin": PIN}),
     )
     .await;
     assert_eq!((s, e["field"].clone()), (422, json!("serial")));
@@ -207,5 +264,71 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(s, 404);
     let r = Replica::open(&f.path()).unwrap();
     assert_eq!(r.outbox_len().unwrap(), 0, "nothing was recorded");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn without_a_paired_session_or_from_another_host_nothing_answers() {
+    let f = fixture_with_pin(2);
+    let (base, shutdown, state, paired_client) = start(&f).await;
+    let c = client();
+    // No session: every operator route is 401, and nothing was decided.
+    for path in ["/api/status", "/api/lookup?q=attendee", "/api/events"] {
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let (s, e) = post(
+        &c,
+        format!("{base}/api/scan"),
+        json!({"credential": f.ticket(1).encode()}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].clone()),
+        (401, json!("operator_session_required"))
+    );
+    let forged = c
+        .post(format!("{base}/api/scan"))
+        .header("cookie", "usher_gate=00ff")
+        .json(&json!({"serial": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(Replica::open(&f.path()).unwrap().outbox_len().unwrap(), 0);
+
+    // Wrong codes are refused, and a few of them replace the code.
+    let code = state.pairing_code();
+    let (s, e) = post(&c, format!("{base}/api/pair"), json!({"code": "AAAA-AAAA"})).await;
+    assert_eq!((s, e["field"].clone()), (401, json!("code")));
+    for _ in 0..4 {
+        post(&c, format!("{base}/api/pair"), json!({"code": "AAAA-AAAA"})).await;
+    }
+    assert_ne!(state.pairing_code(), code);
+    let (s, _) = post(&c, format!("{base}/api/pair"), json!({"code": code})).await;
+    assert_eq!(s, 401, "the replaced code no longer pairs");
+
+    // A DNS-rebinding page names another host; a cross-site write names another origin.
+    let r = paired_client
+        .get(format!("{base}/api/status"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = paired_client
+        .post(format!("{base}/api/scan"))
+        .header("origin", "http://evil.example")
+        .json(&json!({"serial": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = paired_client
+        .get(format!("{base}/api/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     shutdown.cancel();
 }

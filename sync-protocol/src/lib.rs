@@ -17,6 +17,7 @@ pub mod ble;
 pub mod decide;
 pub mod hlc;
 pub mod merge;
+pub mod pin;
 pub mod short_code;
 pub mod ticket;
 pub mod wire;

@@ -382,6 +382,10 @@ pub struct GateConfig {
     /// Where this gate serves its log to peers on the venue LAN.
     #[serde(default)]
     pub mesh_addr: Option<String>,
+    /// The event's supervisor PIN as an argon2id PHC string ([`crate::pin`]): overrides and
+    /// reprints at the gate need it, checked offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_pin: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -24,7 +24,10 @@ use uuid::Uuid;
 pub use outbox::OutboxRow;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/gate/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/gate/0001_init.sql"),
+    include_str!("../../../migrations/gate/0004_door.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -474,6 +477,39 @@ impl Replica {
         Ok(applied)
     }
 
+    /// How many times the badge of `serial` was printed at this gate.
+    pub fn print_count(&self, serial: u64) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM prints WHERE serial = ?1")?
+            .query_row([i64_from(serial)], |r| r.get(0))?;
+        u64_from(n, "prints.count")
+    }
+
+    /// Logs one badge print.
+    pub fn record_print(
+        &self,
+        serial: u64,
+        at_ms: u64,
+        reprint: bool,
+        approved_by: Option<&str>,
+        printer: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO prints (serial, printed_at_ms, reprint, approved_by, printer)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                i64_from(serial),
+                i64_from(at_ms),
+                reprint,
+                approved_by,
+                printer
+            ])?;
+        Ok(())
+    }
+
     /// How far this gate has read a peer's log.
     pub fn mesh_cursor(&self, peer: Uuid) -> Result<u64> {
         Ok(self
@@ -533,6 +569,41 @@ pub(crate) fn presence(conn: &Connection, serial: u64) -> Result<Presence> {
             hlc: Hlc::from_u64(u64_from(hlc, "presence.hlc")?),
         },
     })
+}
+
+/// When and at which gate the presence view's row of `serial` was last moved: the clock of that
+/// movement and the gate's name from the replicated configurations (its id when unknown).
+pub(crate) fn last_seen(conn: &Connection, serial: u64) -> Result<Option<crate::decide::LastSeen>> {
+    let row: Option<(Option<String>, i64)> = conn
+        .prepare_cached("SELECT gate_id, hlc FROM presence WHERE serial = ?1")?
+        .query_row([i64_from(serial)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((gate_id, hlc)) = row else {
+        return Ok(None);
+    };
+    let ms = Hlc::from_u64(u64_from(hlc, "presence.hlc")?).wall_ms();
+    if ms == 0 {
+        return Ok(None);
+    }
+    let gate = match gate_id {
+        None => None,
+        Some(id) => {
+            let config: Option<String> = conn
+                .prepare_cached("SELECT config FROM gates WHERE gate_id = ?1")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            let name = config
+                .and_then(|c| serde_json::from_str::<GateConfig>(&c).ok())
+                .map(|c| c.name)
+                .filter(|n| !n.is_empty());
+            Some(name.unwrap_or(id))
+        }
+    };
+    Ok(Some(crate::decide::LastSeen {
+        at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        gate,
+    }))
 }
 
 fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketRow> {

@@ -152,6 +152,25 @@ impl SyncClient {
         Self::send(req).await
     }
 
+    /// `GET /healthz` within `timeout`: is the server reachable at all.
+    pub async fn health(&self, timeout: Duration) -> Result<(), SyncError> {
+        let resp = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(SyncError::Network)?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(SyncError::Server {
+                status: resp.status().as_u16(),
+                detail: "health check failed".into(),
+            })
+        }
+    }
+
     pub async fn push(&self, body: &PushRequest) -> Result<PushResponse, SyncError> {
         Self::send(
             self.request(reqwest::Method::POST, "/sync/v1/checkins")

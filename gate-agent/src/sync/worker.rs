@@ -32,7 +32,15 @@ pub struct SyncStatus {
     pub last_sync_ms: AtomicU64,
     pub deactivated: AtomicBool,
     pub last_error: Mutex<Option<String>>,
+    /// The sync loops run in this process: `online` is live (the heartbeat keeps it within
+    /// [`HEARTBEAT`] plus its timeout of the truth), not inferred from the last sync time.
+    pub running: AtomicBool,
 }
+
+/// How often the server's `/healthz` is probed while the loops run: the puller's long poll can
+/// hang for its whole wait on a silently dropped network, and the screen must say OFFLINE
+/// within seconds.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
 
 impl SyncStatus {
     fn ok(&self) {
@@ -290,6 +298,12 @@ impl SyncEngine {
 
     /// Runs both loops until `shutdown`. `kick` is notified after every local decision.
     pub async fn run(self: Arc<Self>, kick: Arc<Notify>, shutdown: CancellationToken) {
+        self.status.running.store(true, Ordering::Relaxed);
+        let heartbeat = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.heartbeat_loop(shutdown).await })
+        };
         let pusher = {
             let me = self.clone();
             let shutdown = shutdown.clone();
@@ -299,7 +313,39 @@ impl SyncEngine {
             let me = self.clone();
             tokio::spawn(async move { me.pull_loop(shutdown).await })
         };
-        let _ = tokio::join!(pusher, puller);
+        let _ = tokio::join!(pusher, puller, heartbeat);
+        self.status.running.store(false, Ordering::Relaxed);
+    }
+
+    /// Probes the server every [`HEARTBEAT`]: a failure marks the gate offline at once; an
+    /// answer after an outage wakes the backing-off loops so they reconnect (and mark it online)
+    /// without waiting out their delay.
+    async fn heartbeat_loop(&self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            let probe = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = self.client.health(HEARTBEAT) => r,
+            };
+            match probe {
+                Ok(()) => {
+                    if !self.status.online.load(Ordering::Relaxed) {
+                        self.reconnected.notify_waiters();
+                    }
+                }
+                Err(e) => {
+                    if self.status.online.load(Ordering::Relaxed) {
+                        tracing::info!(error = %e, "server unreachable (heartbeat)");
+                    }
+                    self.status.failed(&e);
+                    let last = self.status.last_sync_ms.load(Ordering::Relaxed);
+                    telemetry::sync_state(false, (last > 0).then_some(last), wall_ms());
+                }
+            }
+        }
     }
 
     async fn push_loop(&self, kick: Arc<Notify>, shutdown: CancellationToken) {

@@ -339,6 +339,8 @@ pub struct Agent {
     pub name: String,
     pub gate_id: String,
     pub dir: tempfile::TempDir,
+    /// Extra arguments of `gate-agent run`.
+    pub run_args: Vec<String>,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     decisions: Option<mpsc::UnboundedReceiver<Value>>,
@@ -372,6 +374,7 @@ impl Agent {
             name: name.to_owned(),
             gate_id: line["gate_id"].as_str().expect("gate_id").to_owned(),
             dir,
+            run_args: Vec::new(),
             child: None,
             stdin: None,
             decisions: None,
@@ -380,6 +383,11 @@ impl Agent {
 
     fn log_path(&self) -> std::path::PathBuf {
         self.dir.path().join("agent.log")
+    }
+
+    /// The whole log of the agent's `run` process so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The last lines of the agent's log, for failure messages.
@@ -406,6 +414,7 @@ impl Agent {
         let log = std::fs::File::create(self.log_path()).expect("agent log file");
         let mut command = tokio::process::Command::new(agent_bin());
         command.args(["run", "--dedupe-ms", "0"]);
+        command.args(&self.run_args);
         match ui_port {
             Some(port) => command.env("USHER_UI_LISTEN", format!("127.0.0.1:{port}")),
             None => command.arg("--no-ui"),

@@ -14,7 +14,7 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use utoipa::OpenApi;
 
 use crate::domain::error::Error;
@@ -152,6 +152,10 @@ pub fn router(state: AppState) -> Router {
             get(api::mail::get_template)
                 .put(api::mail::put_template)
                 .delete(api::mail::reset_template),
+        )
+        .route(
+            "/events/{event}/supervisor-pin",
+            put(api::door::set_supervisor_pin),
         );
 
     Router::new()
@@ -224,6 +228,7 @@ impl utoipa::Modify for BearerAuth {
         api::webhooks::delete, api::webhooks::rotate, api::webhooks::test, api::webhooks::deliveries,
         api::mail::send, api::mail::list, api::mail::get_template, api::mail::put_template,
         api::mail::reset_template,
+        api::door::set_supervisor_pin,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),

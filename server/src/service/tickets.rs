@@ -32,6 +32,8 @@ pub struct EventKeys {
     pub signing: BTreeMap<u32, SigningKey>,
     /// The key new tickets are signed with.
     pub current_key_id: u32,
+    /// The argon2id hash of the event's supervisor PIN, replicated in every gate's config.
+    pub supervisor_pin: Option<String>,
 }
 
 impl std::fmt::Debug for EventKeys {
@@ -116,6 +118,7 @@ impl EventKeys {
             mesh_key: master.open_32(&secret_aad(event_id, "mesh"), &secrets.mesh_key)?,
             signing,
             current_key_id,
+            supervisor_pin: store::events::supervisor_pin(db, event_id).await?,
         }))
     }
 
@@ -286,6 +289,7 @@ mod tests {
             mesh_key: [3; 32],
             signing,
             current_key_id: 1,
+            supervisor_pin: None,
         };
         let t = TicketRow {
             serial: 42,

@@ -191,3 +191,38 @@ pub async fn signing_keys(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<SigningKe
         .await
     })
 }
+
+/// The argon2id PHC string of the event's supervisor PIN, if the organizer set one.
+pub async fn supervisor_pin(db: &Db, event_id: Uuid) -> sqlx::Result<Option<String>> {
+    db_run!(db, p => {
+        sqlx::query_scalar("SELECT pin_hash FROM event_supervisor_pins WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(p)
+            .await
+    })
+}
+
+/// Sets (or replaces) the event's supervisor PIN hash.
+pub async fn set_supervisor_pin(
+    tx: &mut Tx,
+    event_id: Uuid,
+    pin_hash: &str,
+    at: i64,
+    by: &str,
+) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO event_supervisor_pins (event_id, pin_hash, set_at, set_by)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_id) DO UPDATE SET pin_hash = excluded.pin_hash,
+                set_at = excluded.set_at, set_by = excluded.set_by",
+        )
+        .bind(event_id)
+        .bind(pin_hash)
+        .bind(at)
+        .bind(by)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+    })
+}

@@ -118,6 +118,7 @@ pub fn gate_change(
         is_active: g.is_active,
         mesh_key: Some(hex::encode(keys.mesh_key)),
         mesh_addr: g.mesh_addr.clone(),
+        supervisor_pin: keys.supervisor_pin.clone(),
     }))
 }
 

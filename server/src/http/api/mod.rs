@@ -12,6 +12,7 @@ use crate::store::events::EventRow;
 pub mod api_keys;
 pub mod auth;
 pub mod checkins;
+pub mod door;
 pub mod events;
 pub mod exports;
 pub mod gates;
