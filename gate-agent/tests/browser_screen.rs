@@ -68,12 +68,17 @@ async fn agent(api: &Api, server: &Server, event: &str, gate: &str, ui_port: u16
         },
     )
     .await;
-    poll("the operator screen to listen", WAIT, Duration::from_millis(50), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", ui_port))
-            .await
-            .map(drop)
-            .map_err(|e| format!("{e}\n{}", a.log_tail()))
-    })
+    poll(
+        "the operator screen to listen",
+        WAIT,
+        Duration::from_millis(50),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", ui_port))
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e}\n{}", a.log_tail()))
+        },
+    )
     .await;
     a
 }
@@ -89,7 +94,7 @@ async fn pairing_code(a: &Agent) -> String {
                 .lines()
                 .filter_map(|l| l.split("pairing code: ").nth(1))
                 .filter_map(|rest| rest.split_whitespace().next())
-                .last()
+                .next_back()
                 .map(str::to_owned)
                 .ok_or_else(|| a.log_tail())
         },
