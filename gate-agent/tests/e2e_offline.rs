@@ -105,6 +105,30 @@ async fn gates_admit_offline_and_every_checkin_reaches_the_server_once_after_it_
     )
     .await;
     eprintln!("online: both gates pushed and pulled in {online_sync:?}");
+    // Each gate reports its state on its requests: the gate list shows it online, with its agent
+    // version, its (empty) outbox and when it last synced.
+    poll(
+        "the gate list to show both gates' reports",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        async || {
+            let gates = api.get(&format!("/api/v1/events/{event}/gates")).await;
+            let items = gates["items"].as_array().cloned().unwrap_or_default();
+            let reported = |g: &Value| {
+                g["online"] == true
+                    && g["agent_version"] == env!("CARGO_PKG_VERSION")
+                    && g["outbox_depth"] == 0
+                    && g["last_sync_at"].is_string()
+                    && g["last_seen_at"].is_string()
+            };
+            if items.len() == 2 && items.iter().all(reported) {
+                Ok(())
+            } else {
+                Err(format!("gates: {gates}"))
+            }
+        },
+    )
+    .await;
 
     // ------------------------------------------------------------ the server goes away
     let stop_took = server.stop().await;

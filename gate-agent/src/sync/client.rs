@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use sync_protocol::wire::{
-    EnrollRequest, EnrollResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PullResponse, PushRequest,
-    PushResponse,
+    AGENT_VERSION_HEADER, EnrollRequest, EnrollResponse, LAST_SYNC_HEADER, OUTBOX_DEPTH_HEADER,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PullResponse, PushRequest, PushResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,10 @@ pub struct SyncClient {
     http: reqwest::Client,
     base: String,
     credential: Option<String>,
+    /// What every request reports to the server: outbox depth and last sync (Unix ms), -1 while
+    /// unknown; shared by the clones of this client.
+    outbox_depth: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    last_sync_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SyncClient {
@@ -64,6 +68,8 @@ impl SyncClient {
             http,
             base: base.trim_end_matches('/').to_string(),
             credential,
+            outbox_depth: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            last_sync_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
         })
     }
 
@@ -71,11 +77,34 @@ impl SyncClient {
         &self.base
     }
 
+    /// Sets what the next requests report: the outbox depth and when the gate last synced.
+    pub fn report(&self, outbox_depth: u64, last_sync_at_ms: u64) {
+        use std::sync::atomic::Ordering;
+        self.outbox_depth.store(
+            i64::try_from(outbox_depth).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        self.last_sync_at.store(
+            i64::try_from(last_sync_at_ms).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        use std::sync::atomic::Ordering;
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(AGENT_VERSION_HEADER, env!("CARGO_PKG_VERSION"));
+        let depth = self.outbox_depth.load(Ordering::Relaxed);
+        if depth >= 0 {
+            req = req.header(OUTBOX_DEPTH_HEADER, depth.to_string());
+        }
+        let last_sync = self.last_sync_at.load(Ordering::Relaxed);
+        if last_sync >= 0 {
+            req = req.header(LAST_SYNC_HEADER, last_sync.to_string());
+        }
         if let Some(c) = &self.credential {
             req = req.bearer_auth(c);
         }

@@ -198,6 +198,7 @@ impl SyncEngine {
                 })
                 .await?;
             self.mark_ok();
+            self.client.report(depth, wall_ms());
             telemetry::pushed(n);
             telemetry::outbox_depth(depth);
             pushed += n;
@@ -227,15 +228,18 @@ impl SyncEngine {
                 matches!(&c.data, ChangeData::GateConfig(g) if g.gate_id == gate_id && (!g.is_active || c.deleted))
             });
             let (changes, next, server_time) = (resp.changes, resp.next, resp.server_time);
-            self.db(move |r| {
-                if !changes.is_empty() || next != after {
-                    r.apply_changes(&changes, next)?;
-                }
-                r.observe_clock(server_time, wall_ms())?;
-                r.set_meta("last_sync_at", &wall_ms().to_string())
-            })
-            .await?;
+            let depth = self
+                .db(move |r| {
+                    if !changes.is_empty() || next != after {
+                        r.apply_changes(&changes, next)?;
+                    }
+                    r.observe_clock(server_time, wall_ms())?;
+                    r.set_meta("last_sync_at", &wall_ms().to_string())?;
+                    r.outbox_depth()
+                })
+                .await?;
             self.mark_ok();
+            self.client.report(depth, wall_ms());
             telemetry::pulled(n);
             telemetry::replica_cursor(next);
             pulled += n;
