@@ -82,6 +82,7 @@ pub fn gate_change(
     g: &GateRow,
     keys: &EventKeys,
     settings: &EventSettings,
+    status: crate::domain::event::EventStatus,
 ) -> Result<ChangeData, Error> {
     Ok(ChangeData::GateConfig(GateConfig {
         gate_id: g.id,
@@ -97,6 +98,7 @@ pub fn gate_change(
         is_active: g.is_active,
         mesh_key: Some(hex::encode(keys.mesh_key)),
         mesh_addr: g.mesh_addr.clone(),
+        event_status: status.phase(),
     }))
 }
 
@@ -177,7 +179,9 @@ async fn save(
     let keys = EventKeys::load(&state.db, &state.master, gate.event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let change = gate_change(gate, &keys, &EventSettings::parse(&event.settings)?)?;
+    let status = crate::domain::event::EventStatus::parse(&event.status)?;
+    crate::domain::event::require_writable(status)?;
+    let change = gate_change(gate, &keys, &EventSettings::parse(&event.settings)?, status)?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
     store::gates::upsert(uow.tx(), gate).await?;
     if was_active && !gate.is_active {

@@ -121,6 +121,9 @@ pub async fn import(
         return Err(Error::UnsupportedMediaType("text/csv"));
     }
     let event = load_event(&state, event_id).await?;
+    crate::domain::event::require_registrations(crate::domain::event::EventStatus::parse(
+        &event.status,
+    )?)?;
     let keys = EventKeys::load(&state.db, &state.master, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;

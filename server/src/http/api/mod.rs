@@ -18,6 +18,7 @@ pub mod gates;
 pub mod import;
 pub mod participants;
 pub mod redeem;
+pub mod report;
 pub mod webhooks;
 
 /// A page of a list: `{"items": [...], "next_cursor": null | "..."}`.
