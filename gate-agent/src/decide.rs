@@ -14,8 +14,8 @@ use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
 use sync_protocol::ble::{BleCredential, BleError, slot_at};
 use sync_protocol::decide::{
-    Credential, EntryPolicy, GatePolicy, Presence, Verdict, check_holder, check_row, check_signed,
-    direction_for, parse_text, settle,
+    Credential, EntryPolicy, GatePolicy, Presence, Verdict, check_event_open, check_holder,
+    check_row, check_signed, direction_for, parse_text, settle,
 };
 use sync_protocol::wire::{Checkin, Decision, Direction, GateConfig, Method, Reason, TicketStatus};
 use sync_protocol::{Hlc, HlcClock, KeyRing};
@@ -386,7 +386,11 @@ impl Gate {
         let now_ms = (self.clock)();
         let mut resolved = self.resolve(req, direction, cfg, &cache.keys, now_ms)?;
         // The credential's own reason first, then the gate's (as `sync_protocol::decide`).
-        resolved.verdict = resolved.verdict.and(allowed);
+        // The event's lifecycle sits between them, as in `sync_protocol::decide`.
+        resolved.verdict = resolved
+            .verdict
+            .and(check_event_open(cfg.event_status, direction))
+            .and(allowed);
         if req.operator_override.is_some() && resolved.serial.is_none() {
             return Err(GateError::OverrideWithoutTicket);
         }

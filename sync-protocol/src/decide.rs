@@ -26,7 +26,7 @@
 use crate::ble::BleCredential;
 use crate::short_code::ShortCode;
 use crate::ticket::{KeyRing, SignedTicket, TICKET_PREFIX, VerifyError};
-use crate::wire::{Decision, Direction, GateDirection, Reason, TicketStatus};
+use crate::wire::{Decision, Direction, EventPhase, GateDirection, Reason, TicketStatus};
 
 /// Seconds of tolerance on both ends of a validity window, on every gate and on the server:
 /// kiosk clocks drift, and a person at the door a minute after the end is not a fraud.
@@ -208,6 +208,16 @@ pub fn direction_for(
     (direction, allowed)
 }
 
+/// The event's lifecycle on a scan: a closed event lets people out but admits nobody; an
+/// archived one takes no scans at all. Draft and live events decide as usual (a draft's
+/// check-ins are recorded as tests by the server).
+pub fn check_event_open(phase: EventPhase, direction: Direction) -> Result<(), Reason> {
+    match (phase, direction) {
+        (EventPhase::Draft | EventPhase::Live, _) | (EventPhase::Closed, Direction::Out) => Ok(()),
+        (EventPhase::Closed, Direction::In) | (EventPhase::Archived, _) => Err(Reason::EventClosed),
+    }
+}
+
 /// Where the holder is, as the deciding side knows it (its replica plus what peers and the
 /// server told it, or the server's merged state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -308,6 +318,8 @@ pub struct Facts<'a> {
     pub revoked: bool,
     pub presence: Presence,
     pub entry: EntryPolicy,
+    /// The event's lifecycle status.
+    pub event: EventPhase,
 }
 
 /// The whole rule: the direction recorded and the verdict (before any override).
@@ -322,6 +334,7 @@ pub fn decide(f: &Facts<'_>) -> (Direction, Result<(), Reason>) {
     };
     let revoked = f.revoked || row.is_some_and(|r| r.status == TicketStatus::Revoked);
     let verdict = credential
+        .and(check_event_open(f.event, direction))
         .and(allowed)
         .and_then(|()| check_holder(direction, revoked, f.presence, f.entry));
     (direction, verdict)
@@ -515,6 +528,7 @@ mod tests {
             revoked: false,
             presence: Presence::default(),
             entry: EntryPolicy::default(),
+            event: EventPhase::Live,
         };
         let end = u64::from(fields.valid_until);
         assert_eq!(decide(&facts(at(end + 90))).1, Ok(()));
@@ -538,5 +552,45 @@ mod tests {
             ..facts(at(1_500))
         };
         assert_eq!(decide(&revoked).1, Err(Reason::Revoked));
+    }
+
+    #[test]
+    fn a_closed_event_lets_people_out_and_an_archived_one_takes_no_scans() {
+        use EventPhase::*;
+        for phase in [Draft, Live] {
+            assert_eq!(check_event_open(phase, Direction::In), Ok(()));
+            assert_eq!(check_event_open(phase, Direction::Out), Ok(()));
+        }
+        assert_eq!(
+            check_event_open(Closed, Direction::In),
+            Err(Reason::EventClosed)
+        );
+        assert_eq!(check_event_open(Closed, Direction::Out), Ok(()));
+        for d in [Direction::In, Direction::Out] {
+            assert_eq!(check_event_open(Archived, d), Err(Reason::EventClosed));
+        }
+        // Through the whole rule: a valid ticket at a closed event's entrance.
+        let (key, ring, fields, policy) = setup();
+        let t = fields.sign(&key);
+        let facts = |event, requested| Facts {
+            presented: Presented::Signed {
+                ticket: &t,
+                row: None,
+            },
+            keys: &ring,
+            gate: policy,
+            gate_direction: GateDirection::Both,
+            requested,
+            revoked: false,
+            presence: Presence::default(),
+            entry: EntryPolicy::default(),
+            event,
+        };
+        assert_eq!(decide(&facts(Live, None)).1, Ok(()));
+        assert_eq!(decide(&facts(Closed, None)).1, Err(Reason::EventClosed));
+        assert_eq!(
+            decide(&facts(Closed, Some(Direction::Out))),
+            (Direction::Out, Ok(()))
+        );
     }
 }

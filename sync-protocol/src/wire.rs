@@ -136,6 +136,8 @@ wire_enum! {
         WrongDirection = "wrong_direction",
         UnknownCode = "unknown_code",
         Malformed = "malformed",
+        /// The event is closed (no new admissions) or archived (no scans at all).
+        EventClosed = "event_closed",
     }
 }
 
@@ -155,6 +157,7 @@ impl Reason {
             Reason::WrongDirection => "This gate does not let people through in that direction",
             Reason::UnknownCode => "Unknown code",
             Reason::Malformed => "Not a readable ticket",
+            Reason::EventClosed => "The event is closed: no more admissions",
         }
     }
 }
@@ -174,6 +177,24 @@ wire_enum! {
         AdmittedDespiteKnownRevocation = "admitted_despite_known_revocation",
         /// Revoked while the holder was inside.
         RevokedWhileInside = "revoked_while_inside",
+    }
+}
+
+wire_enum! {
+    /// An event's lifecycle status as gates learn it with their configuration (what each allows:
+    /// `docs/lifecycle.md`).
+    pub enum EventPhase {
+        Draft = "draft",
+        Live = "live",
+        Closed = "closed",
+        Archived = "archived",
+    }
+}
+
+impl Default for EventPhase {
+    /// A configuration from a server that does not send the status is of a live event.
+    fn default() -> Self {
+        EventPhase::Live
     }
 }
 
@@ -386,6 +407,9 @@ pub struct GateConfig {
     /// reprints at the gate need it, checked offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor_pin: Option<String>,
+    /// The event's lifecycle status (closed events admit nobody new).
+    #[serde(default)]
+    pub event_status: EventPhase,
 }
 
 fn default_true() -> bool {

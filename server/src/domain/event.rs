@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sync_protocol::merge::FoldPolicy;
+use sync_protocol::wire::EventPhase;
 
 use super::error::Error;
 
@@ -26,6 +27,78 @@ impl EventStatus {
     pub fn parse(s: &str) -> Result<Self, Error> {
         serde_json::from_value(serde_json::Value::String(s.to_owned()))
             .map_err(|_| Error::Internal(anyhow::anyhow!("bad event status {s:?} in database")))
+    }
+
+    /// The status as gates learn it.
+    pub fn phase(self) -> EventPhase {
+        match self {
+            EventStatus::Draft => EventPhase::Draft,
+            EventStatus::Live => EventPhase::Live,
+            EventStatus::Closed => EventPhase::Closed,
+            EventStatus::Archived => EventPhase::Archived,
+        }
+    }
+
+    /// Whether an event may go from `self` to `to` (staying is always allowed): draft → live,
+    /// live ⇄ closed, closed → archived, and draft → closed or archived for an event that never
+    /// ran.
+    /// Nothing leaves archived, and nothing goes back to draft.
+    pub fn can_become(self, to: EventStatus) -> bool {
+        use EventStatus::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Draft, Live)
+                    | (Draft, Closed)
+                    | (Live, Closed)
+                    | (Closed, Live)
+                    | (Closed, Archived)
+                    | (Draft, Archived)
+            )
+    }
+
+    /// Closed and archived events take no imports or new participants.
+    pub fn takes_registrations(self) -> bool {
+        matches!(self, EventStatus::Draft | EventStatus::Live)
+    }
+}
+
+/// 422 naming `status` unless the event may change from `from` to `to`.
+pub fn check_transition(from: EventStatus, to: EventStatus) -> Result<(), Error> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "status",
+            format!(
+                "an event cannot go from {} to {}",
+                from.as_str(),
+                to.as_str()
+            ),
+        ))
+    }
+}
+
+/// 409 unless the event takes new participants and imports (draft or live).
+pub fn require_registrations(status: EventStatus) -> Result<(), Error> {
+    if status.takes_registrations() {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "the event is {}: it takes no new participants or imports",
+            status.as_str()
+        )))
+    }
+}
+
+/// 409 if the event is archived (read-only).
+pub fn require_writable(status: EventStatus) -> Result<(), Error> {
+    if status == EventStatus::Archived {
+        Err(Error::Conflict(
+            "the event is archived: it is read-only".into(),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -87,6 +160,30 @@ impl EventSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_documented_transitions_are_allowed() {
+        use EventStatus::*;
+        let all = [Draft, Live, Closed, Archived];
+        let allowed = [
+            (Draft, Live),
+            (Draft, Closed),
+            (Live, Closed),
+            (Closed, Live),
+            (Closed, Archived),
+            (Draft, Archived),
+        ];
+        for from in all {
+            for to in all {
+                let want = from == to || allowed.contains(&(from, to));
+                assert_eq!(from.can_become(to), want, "{from:?} -> {to:?}");
+            }
+        }
+        assert!(check_transition(Archived, Live).is_err());
+        assert!(require_registrations(Closed).is_err());
+        assert!(require_writable(Archived).is_err());
+        assert!(require_writable(Closed).is_ok());
+    }
 
     #[test]
     fn settings_parse_with_defaults_and_refuse_garbage() {

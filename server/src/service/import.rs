@@ -90,6 +90,9 @@ where
     R: Read + Send + 'static,
 {
     let event = store::events::require(&state.db, event_id).await?;
+    crate::domain::event::require_registrations(crate::domain::event::EventStatus::parse(
+        &event.status,
+    )?)?;
     let keys = EventKeys::load(&state.db, &state.master, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;

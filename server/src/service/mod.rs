@@ -26,6 +26,7 @@ pub mod merge;
 pub mod outbox;
 pub mod push;
 pub mod redeem;
+pub mod reports;
 pub mod state;
 pub mod tickets;
 pub mod uow;

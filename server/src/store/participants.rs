@@ -121,6 +121,19 @@ pub async fn list(
     short_code: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<ParticipantRow>> {
+    list_of_type(db, event_id, after, q, short_code, None, limit).await
+}
+
+/// [`list`], only participants of this ticket type (exact match) when one is given.
+pub async fn list_of_type(
+    db: &Db,
+    event_id: Uuid,
+    after: Option<Uuid>,
+    q: Option<&str>,
+    short_code: Option<i64>,
+    ticket_type: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<ParticipantRow>> {
     let pattern = q.map(|q| {
         let escaped = q
             .replace('\\', "\\\\")
@@ -136,6 +149,7 @@ pub async fn list(
                    AND ($3::text IS NULL OR p.name ILIKE $3 ESCAPE '\\' OR p.email ILIKE $3 ESCAPE '\\'
                         OR p.organization ILIKE $3 ESCAPE '\\' OR p.external_id ILIKE $3 ESCAPE '\\'
                         OR t.short_code = $4)
+                   AND ($6::text IS NULL OR p.ticket_type = $6)
                  ORDER BY p.id LIMIT $5"
             ))
             .bind(event_id)
@@ -143,6 +157,7 @@ pub async fn list(
             .bind(pattern)
             .bind(short_code)
             .bind(limit)
+            .bind(ticket_type)
             .fetch_all(p)
             .await
         }
@@ -155,6 +170,7 @@ pub async fn list(
                    AND ($3 IS NULL OR p.name LIKE $3 ESCAPE '\\' OR p.email LIKE $3 ESCAPE '\\'
                         OR p.organization LIKE $3 ESCAPE '\\' OR p.external_id LIKE $3 ESCAPE '\\'
                         OR t.short_code = $4)
+                   AND ($6 IS NULL OR p.ticket_type = $6)
                  ORDER BY p.id LIMIT $5"
             ))
             .bind(event_id)
@@ -162,6 +178,7 @@ pub async fn list(
             .bind(pattern)
             .bind(short_code)
             .bind(limit)
+            .bind(ticket_type)
             .fetch_all(p)
             .await
         }

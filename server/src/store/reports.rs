@@ -1,7 +1,6 @@
 //! Reads of the organizer's views of check-ins: conflicts (and their resolution), attendance
 //! counts, the merged check-in log, the per-participant report.
 
-use serde::Serialize;
 use sqlx::FromRow;
 use uuid::Uuid;
 
@@ -52,21 +51,6 @@ pub struct CheckinRow {
     pub operator_override: Option<String>,
     pub undoes: Option<Uuid>,
     pub invalid: Option<String>,
-}
-
-#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
-pub struct ReportRow {
-    pub participant_id: Uuid,
-    pub external_id: Option<String>,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub organization: Option<String>,
-    pub ticket_serial: Option<i64>,
-    pub ticket_status: Option<String>,
-    pub inside: Option<bool>,
-    pub entries: Option<i64>,
-    pub exits: Option<i64>,
-    pub first_admission: Option<Uuid>,
 }
 
 pub async fn conflicts(
@@ -212,23 +196,6 @@ pub async fn checkins(
     }))
 }
 
-pub async fn report_rows(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<ReportRow>> {
-    Ok(db_run!(db, p => {
-        sqlx::query_as(
-            "SELECT p.id AS participant_id, p.external_id, p.name, p.email, p.organization,
-                    t.serial AS ticket_serial, t.status AS ticket_status, pr.inside, pr.entries,
-                    pr.exits, pr.canonical_checkin AS first_admission
-             FROM participants p
-             LEFT JOIN tickets t ON t.event_id = p.event_id AND t.serial = p.ticket_serial
-             LEFT JOIN presence pr ON pr.event_id = p.event_id AND pr.serial = p.ticket_serial
-             WHERE p.event_id = $1 ORDER BY p.id",
-        )
-        .bind(event_id)
-        .fetch_all(p)
-        .await?
-    }))
-}
-
 /// Tickets inside right now, per event that has any (the metrics' occupancy gauge).
 pub async fn inside_by_event(db: &Db) -> sqlx::Result<Vec<(Uuid, i64)>> {
     Ok(db_run!(db, p => {
@@ -250,4 +217,118 @@ pub async fn gates_last_seen(db: &Db) -> sqlx::Result<Vec<(Uuid, i64)>> {
         .fetch_all(p)
         .await?
     }))
+}
+
+/// A participant as the event report sees them (erased participants keep their row, without
+/// personal data).
+#[derive(Debug, Clone, FromRow)]
+pub struct ReportParticipant {
+    pub id: Uuid,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub organization: Option<String>,
+    pub ticket_type: Option<String>,
+    pub ticket_serial: Option<i64>,
+    pub ticket_status: Option<String>,
+}
+
+/// A scan as the event report counts it: a valid check-in (not stored as invalid), not an undo
+/// record; `effective` is false for a rejection and for an admission that was undone later.
+#[derive(Debug, Clone, FromRow)]
+pub struct ReportScan {
+    pub gate_id: Uuid,
+    pub ticket_serial: Option<i64>,
+    pub direction: String,
+    pub admitted: bool,
+    pub undone: bool,
+    /// Unix ms on the gate's clock.
+    pub scanned_at: i64,
+}
+
+/// The gates of an event, by name.
+#[derive(Debug, Clone, FromRow)]
+pub struct ReportGate {
+    pub id: Uuid,
+    pub name: String,
+    pub zone: Option<String>,
+}
+
+/// Everything the event report is computed from, read in one snapshot-free pass (the report is
+/// a read; a check-in landing between the reads shows up in the next one).
+pub struct ReportInput {
+    pub participants: Vec<ReportParticipant>,
+    pub scans: Vec<ReportScan>,
+    pub gates: Vec<ReportGate>,
+    /// (kind, ticket serial) of every conflict, open or resolved.
+    pub conflicts: Vec<(String, i64)>,
+}
+
+pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> {
+    Ok(db_run!(db, p => {
+        let participants = sqlx::query_as(
+            "SELECT p.id, p.external_id, p.name, p.email, p.organization, p.ticket_type,
+                    p.ticket_serial, t.status AS ticket_status
+             FROM participants p
+             LEFT JOIN tickets t ON t.event_id = p.event_id AND t.serial = p.ticket_serial
+             WHERE p.event_id = $1 ORDER BY p.id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?;
+        let scans = sqlx::query_as(
+            "SELECT c.gate_id, c.ticket_serial, c.direction, c.decision = 'admit' AS admitted,
+                    EXISTS (SELECT 1 FROM checkins u
+                            WHERE u.event_id = c.event_id AND u.ticket_serial = c.ticket_serial
+                              AND u.undoes = c.id) AS undone,
+                    c.scanned_at
+             FROM checkins c
+             WHERE c.event_id = $1 AND c.invalid IS NULL AND c.undoes IS NULL
+             ORDER BY c.scanned_at, c.id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?;
+        let gates = sqlx::query_as(
+            "SELECT id, name, zone FROM gates WHERE event_id = $1 ORDER BY name, id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?;
+        let conflicts = sqlx::query_as(
+            "SELECT kind, ticket_serial FROM conflicts WHERE event_id = $1 ORDER BY id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?;
+        ReportInput { participants, scans, gates, conflicts }
+    }))
+}
+
+/// Per ticket type (`None`: no type): participants, those admitted at least once, those inside.
+#[derive(Debug, Clone, FromRow)]
+pub struct TypeCount {
+    pub ticket_type: Option<String>,
+    pub registered: i64,
+    pub admitted: i64,
+    pub inside: i64,
+}
+
+pub async fn type_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<TypeCount>> {
+    let mut rows: Vec<TypeCount> = db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT p.ticket_type, CAST(count(*) AS BIGINT) AS registered,
+                CAST(COALESCE(sum(CASE WHEN pr.entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS admitted,
+                CAST(COALESCE(sum(CASE WHEN pr.inside THEN 1 ELSE 0 END), 0) AS BIGINT) AS inside
+             FROM participants p
+             LEFT JOIN presence pr ON pr.event_id = p.event_id AND pr.serial = p.ticket_serial
+             WHERE p.event_id = $1 GROUP BY p.ticket_type",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?
+    });
+    // The same order on both backends (PostgreSQL sorts NULL last, SQLite first).
+    rows.sort_by(|a, b| a.ticket_type.cmp(&b.ticket_type));
+    Ok(rows)
 }

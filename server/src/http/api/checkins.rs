@@ -13,11 +13,10 @@ use uuid::Uuid;
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
 use crate::http::api::{Page, load_event, page};
-use crate::http::csv::SafeCsv;
 use crate::http::extract::{Json, Path, Query};
 use crate::service::AppState;
 use crate::service::uow::UnitOfWork;
-use crate::store::reports::{CheckinRow, ConflictRow, ReportRow};
+use crate::store::reports::{CheckinRow, ConflictRow};
 use crate::store::{self, ms_to_time, now_ms};
 
 // ---------------------------------------------------------------- conflicts
@@ -221,6 +220,16 @@ pub struct ZoneAttendance {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TypeAttendance {
+    /// `null`: participants without a ticket type.
+    pub ticket_type: Option<String>,
+    pub registered: u64,
+    /// Admitted at least once.
+    pub admitted: u64,
+    pub inside: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Attendance {
     pub event_id: Uuid,
     /// Distinct tickets inside now (from the merged presence).
@@ -231,6 +240,8 @@ pub struct Attendance {
     pub open_conflicts: u64,
     pub gates: Vec<GateAttendance>,
     pub zones: Vec<ZoneAttendance>,
+    /// Counts per ticket type, by type name.
+    pub ticket_types: Vec<TypeAttendance>,
 }
 
 /// Live counts per gate and zone (viewer).
@@ -247,6 +258,7 @@ pub async fn attendance(
     // Counts are cast to BIGINT: a PostgreSQL count()/sum() would otherwise be NUMERIC.
     let gates = store::reports::gate_counts(&state.db, event_id).await?;
     let (inside, admitted, issued, open) = store::reports::totals(&state.db, event_id).await?;
+    let types = store::reports::type_counts(&state.db, event_id).await?;
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
     let mut zones: BTreeMap<Option<String>, ZoneAttendance> = BTreeMap::new();
     for g in &gates {
@@ -281,6 +293,15 @@ pub async fn attendance(
             })
             .collect(),
         zones: zones.into_values().collect(),
+        ticket_types: types
+            .into_iter()
+            .map(|t| TypeAttendance {
+                ticket_type: t.ticket_type,
+                registered: u(t.registered),
+                admitted: u(t.admitted),
+                inside: u(t.inside),
+            })
+            .collect(),
     }))
 }
 
@@ -366,15 +387,21 @@ pub async fn list_checkins(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
-    /// `json` (default) or `csv`.
+    /// `json` (default), `csv` or `html` (a printable page).
     pub format: Option<String>,
 }
 
-/// Per participant: ticket, whether inside, entries and exits (viewer). `?format=csv` for
-/// spreadsheets.
+/// The event report (viewer): registered, attended, no-shows, attendance rate, arrivals per 5
+/// minutes, the peak minute, per-gate throughput and median time between scans, conflicts by
+/// kind, all of it for the whole event and per ticket type; per participant the time of the
+/// first admission and of the last exit. `?format=csv` writes one fact per row (scope,
+/// ticket_type, section, subject, metric, value), `?format=html` a printable page; the three
+/// hold the same numbers.
 #[utoipa::path(get, path = "/api/v1/events/{event}/report", tag = "live", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id"), ReportQuery),
-    responses((status = 200, description = "OK", body = Vec<ReportRow>), (status = 200, description = "OK", content_type = "text/csv", body = String)))]
+    responses((status = 200, description = "OK", body = crate::service::reports::Report),
+        (status = 200, description = "OK", content_type = "text/csv", body = String),
+        (status = 200, description = "OK", content_type = "text/html", body = String)))]
 pub async fn report(
     State(state): State<AppState>,
     auth: Auth,
@@ -384,55 +411,30 @@ pub async fn report(
     auth.require(Role::Viewer)?;
     load_event(&state, event_id).await?;
     let format = q.format.as_deref().unwrap_or("json");
-    if !matches!(format, "json" | "csv") {
-        return Err(Error::bad_request(Some("format"), "format is json or csv"));
+    if !matches!(format, "json" | "csv" | "html") {
+        return Err(Error::bad_request(
+            Some("format"),
+            "format is json, csv or html",
+        ));
     }
-    let rows = store::reports::report_rows(&state.db, event_id).await?;
-    if format == "json" {
-        return Ok(axum::Json(rows).into_response());
+    let report = crate::service::reports::event_report(&state.db, event_id).await?;
+    match format {
+        "csv" => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"report.csv\"",
+                ),
+            ],
+            crate::http::api::report::csv(&report)?,
+        )
+            .into_response()),
+        "html" => Ok((
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            crate::http::api::report::html(&report)?,
+        )
+            .into_response()),
+        _ => Ok(axum::Json(report).into_response()),
     }
-    let mut w = SafeCsv::default();
-    w.row([
-        "participant_id",
-        "external_id",
-        "name",
-        "email",
-        "organization",
-        "ticket_serial",
-        "ticket_status",
-        "inside",
-        "entries",
-        "exits",
-        "first_admission",
-    ])?;
-    for r in rows {
-        let opt = |v: Option<String>| v.unwrap_or_default();
-        w.row([
-            r.participant_id.to_string(),
-            opt(r.external_id),
-            opt(r.name),
-            opt(r.email),
-            opt(r.organization),
-            r.ticket_serial.map(|s| s.to_string()).unwrap_or_default(),
-            opt(r.ticket_status),
-            r.inside
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "false".into()),
-            r.entries.unwrap_or(0).to_string(),
-            r.exits.unwrap_or(0).to_string(),
-            r.first_admission.map(|u| u.to_string()).unwrap_or_default(),
-        ])?;
-    }
-    let body = w.finish()?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"report.csv\"",
-            ),
-        ],
-        body,
-    )
-        .into_response())
 }

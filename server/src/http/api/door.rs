@@ -53,6 +53,7 @@ pub async fn set_supervisor_pin(
         .await?
         .ok_or(Error::NotFound("event"))?;
     let settings = EventSettings::parse(&row.settings)?;
+    let status = crate::domain::event::EventStatus::parse(&row.status)?;
     let actor = auth.actor();
     store::events::set_supervisor_pin(uow.tx(), event_id, &hash, now_ms(), &actor.name).await?;
     store::audit::record(
@@ -67,7 +68,7 @@ pub async fn set_supervisor_pin(
     let gates = store::gates::list_tx(uow.tx(), event_id).await?;
     let changes = gates
         .iter()
-        .map(|g| super::gates::gate_change(g, &keys, &settings).map(|c| (c, false)))
+        .map(|g| super::gates::gate_change(g, &keys, &settings, status).map(|c| (c, false)))
         .collect::<Result<Vec<(ChangeData, bool)>, Error>>()?;
     uow.changes(event_id, changes)?;
     uow.commit(&state.notifier).await?;

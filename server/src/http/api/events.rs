@@ -232,6 +232,17 @@ pub async fn update(
         .await?
         .ok_or(Error::NotFound("event"))?;
     let before = EventSettings::parse(&row.settings)?;
+    let was = EventStatus::parse(&row.status)?;
+    // An archived event is read-only: only its own status may be asked for (and it stays).
+    if was == EventStatus::Archived
+        && (req.name.is_some()
+            || req.starts_at.is_some()
+            || req.ends_at.is_some()
+            || req.venue.is_some()
+            || req.settings.is_some())
+    {
+        crate::domain::event::require_writable(was)?;
+    }
     if let Some(name) = &req.name {
         row.name = required_text("name", name, 200)?;
     }
@@ -246,8 +257,10 @@ pub async fn update(
         row.venue = optional_line("venue", venue)?;
     }
     if let Some(status) = req.status {
+        crate::domain::event::check_transition(was, status)?;
         row.status = status.as_str().to_owned();
     }
+    let status = EventStatus::parse(&row.status)?;
     let settings = req.settings.clone().unwrap_or_else(|| before.clone());
     row.settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
     row.updated_at = now_ms();
@@ -261,15 +274,16 @@ pub async fn update(
         serde_json::json!({"status": row.status, "settings_changed": settings != before}),
     )
     .await?;
-    if settings.allow_multiple_checkins != before.allow_multiple_checkins {
+    if settings.allow_multiple_checkins != before.allow_multiple_checkins || status != was {
         let gates = store::gates::list_tx(uow.tx(), event_id).await?;
         let changes = gates
             .iter()
-            .map(|g| super::gates::gate_change(g, &keys, &settings).map(|c| (c, false)))
+            .map(|g| super::gates::gate_change(g, &keys, &settings, status).map(|c| (c, false)))
             .collect::<Result<Vec<(ChangeData, bool)>, Error>>()?;
         uow.changes(event_id, changes)?;
     }
     uow.commit(&state.notifier).await?;
+    state.redeem.forget_event(event_id);
     Ok(Json(EventOut::from_row(row)?))
 }
 

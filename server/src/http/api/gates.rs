@@ -103,6 +103,7 @@ pub fn gate_change(
     g: &GateRow,
     keys: &EventKeys,
     settings: &EventSettings,
+    status: crate::domain::event::EventStatus,
 ) -> Result<ChangeData, Error> {
     Ok(ChangeData::GateConfig(GateConfig {
         gate_id: g.id,
@@ -119,6 +120,7 @@ pub fn gate_change(
         mesh_key: Some(hex::encode(keys.mesh_key)),
         mesh_addr: g.mesh_addr.clone(),
         supervisor_pin: keys.supervisor_pin.clone(),
+        event_status: status.phase(),
     }))
 }
 
@@ -199,7 +201,9 @@ async fn save(
     let keys = EventKeys::load(&state.db, &state.master, gate.event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let change = gate_change(gate, &keys, &EventSettings::parse(&event.settings)?)?;
+    let status = crate::domain::event::EventStatus::parse(&event.status)?;
+    crate::domain::event::require_writable(status)?;
+    let change = gate_change(gate, &keys, &EventSettings::parse(&event.settings)?, status)?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
     store::gates::upsert(uow.tx(), gate).await?;
     if was_active && !gate.is_active {

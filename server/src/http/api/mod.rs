@@ -20,6 +20,7 @@ pub mod import;
 pub mod mail;
 pub mod participants;
 pub mod redeem;
+pub mod report;
 pub mod webhooks;
 
 /// A page of a list: `{"items": [...], "next_cursor": null | "..."}`.

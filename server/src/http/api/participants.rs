@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::{Page, PageParams, load_event, page};
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
+use crate::domain::event::{EventSettings, EventStatus, require_registrations, require_writable};
 use crate::domain::text::{clean, optional_line, required_text};
 use crate::domain::webhook;
 use crate::http::error::Problem;
@@ -291,12 +292,14 @@ pub async fn list(
         .as_deref()
         .and_then(|q| ShortCode::parse(q).ok())
         .and_then(|c| i64::try_from(c.value()).ok());
-    let rows = store::participants::list(
+    let ticket_type = clean(params.ticket_type.clone());
+    let rows = store::participants::list_of_type(
         &state.db,
         event_id,
         paging.after()?,
         q.as_deref(),
         short_code,
+        ticket_type.as_deref(),
         limit + 1,
     )
     .await?;
@@ -320,12 +323,14 @@ async fn attach_mail(
     Ok(())
 }
 
-/// `?q=&cursor=&limit=`.
+/// `?q=&ticket_type=&cursor=&limit=`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Search text, or a short code.
     pub q: Option<String>,
+    /// Only participants of this ticket type (exact).
+    pub ticket_type: Option<String>,
     pub cursor: Option<String>,
     /// 1..=1000, default 100.
     pub limit: Option<u32>,
@@ -345,6 +350,7 @@ pub async fn create(
 ) -> Result<Response, Error> {
     auth.require(Role::Staff)?;
     let event = load_event(&state, event_id).await?;
+    require_registrations(EventStatus::parse(&event.status)?)?;
     let (items, many) = match body {
         Value::Array(items) => (items, true),
         other => (vec![other], false),
@@ -524,6 +530,9 @@ pub async fn update(
     Json(req): Json<ParticipantPatch>,
 ) -> Result<Json<ParticipantOut>, Error> {
     auth.require(Role::Staff)?;
+    require_writable(EventStatus::parse(
+        &load_event(&state, event_id).await?.status,
+    )?)?;
     let keys = event_keys(&state, event_id).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
     let p = store::participants::get_tx(uow.tx(), event_id, id)
@@ -707,6 +716,7 @@ pub async fn issue_ticket(
     auth.require(Role::Staff)?;
     let req: TicketIssue = optional_body(&body)?;
     let event = load_event(&state, event_id).await?;
+    require_registrations(EventStatus::parse(&event.status)?)?;
     let keys = event_keys(&state, event_id).await?;
     let now = now_ms();
     // Serial first, outside the transaction (see `allocate_serials`).
@@ -802,6 +812,9 @@ pub async fn revoke_ticket(
 ) -> Result<Json<TicketOut>, Error> {
     auth.require(Role::Staff)?;
     let req: TicketRevoke = optional_body(&body)?;
+    require_writable(EventStatus::parse(
+        &load_event(&state, event_id).await?.status,
+    )?)?;
     let reason =
         optional_line("reason", req.reason)?.unwrap_or_else(|| "revoked by organizer".into());
     let keys = event_keys(&state, event_id).await?;

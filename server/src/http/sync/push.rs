@@ -43,6 +43,14 @@ pub async fn push(
             format!("at most {MAX_BATCH} check-ins per push"),
         ));
     }
+    // An archived event is read-only (its gates refuse every scan); the view is cached.
+    if state.redeem.event(&state.db, gate.event_id).await?.phase
+        == sync_protocol::wire::EventPhase::Archived
+    {
+        return Err(Error::Conflict(
+            "the event is archived: it takes no more check-ins".into(),
+        ));
+    }
     let resp = merge_push(&state, gate, body.checkins).await?;
     Ok(axum::Json(resp))
 }

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use sync_protocol::ShortCode;
 use sync_protocol::decide::{
-    Credential, GatePolicy, Presence, TicketFacts, Verdict, check_holder, check_row, check_signed,
-    direction_for, parse_text, settle,
+    Credential, GatePolicy, Presence, TicketFacts, Verdict, check_event_open, check_holder,
+    check_row, check_signed, direction_for, parse_text, settle,
 };
 use sync_protocol::wire::{
     Checkin, Decision, Direction, GateDirection, Method, Reason, TicketStatus,
@@ -71,6 +71,8 @@ pub fn check(
     // The column has a CHECK constraint; an unreadable value would be a two-way gate.
     let gate_direction = gate.direction.parse::<GateDirection>().unwrap_or_default();
     let (direction, allowed) = direction_for(gate_direction, requested);
+    // A closed event admits nobody new, an archived one takes no scans (the gate's rule too).
+    let allowed = check_event_open(view.phase, direction).and(allowed);
     let policy = GatePolicy::new(
         view.event_tag,
         u16::try_from(gate.zone_mask).unwrap_or(0),

@@ -30,6 +30,9 @@ pub struct EventView {
     pub ring: Arc<KeyRing>,
     pub event_tag: u32,
     pub allow_multiple_checkins: bool,
+    /// The event's lifecycle status (cached like the rest: a status change is seen within
+    /// [`TTL`]).
+    pub phase: sync_protocol::wire::EventPhase,
 }
 
 impl EventView {
@@ -88,9 +91,16 @@ impl Caches {
             ring: Arc::new(store::redeem::key_ring(db, event_id).await?),
             event_tag: u32::try_from(ev.event_tag).map_err(anyhow::Error::from)?,
             allow_multiple_checkins: settings.allow_multiple_checkins,
+            phase: crate::domain::event::EventStatus::parse(&ev.status)?.phase(),
         };
         self.events.insert(event_id, view.clone());
         Ok(view)
+    }
+
+    /// Drops this process's view of the event (its status or settings just changed here; other
+    /// processes see the change within [`TTL`]).
+    pub fn forget_event(&self, event_id: Uuid) {
+        self.events.invalidate(&event_id);
     }
 
     pub fn credential(&self, event_id: Uuid, hash: &[u8; 32]) -> Option<GateAuth> {
