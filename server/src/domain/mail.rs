@@ -295,20 +295,26 @@ mod tests {
 
     #[test]
     fn a_broken_template_names_its_part() {
-        let mut t = Templates::default();
-        t.html = "{{ event.nmae }}".into();
+        let t = Templates {
+            html: "{{ event.nmae }}".into(),
+            ..Default::default()
+        };
         match validate(&t) {
             Err(Error::Validation { field, .. }) => assert_eq!(field.as_deref(), Some("html")),
             other => panic!("{other:?}"),
         }
-        let mut t = Templates::default();
-        t.text = "{% if %}".into();
+        let t = Templates {
+            text: "{% if %}".into(),
+            ..Default::default()
+        };
         match validate(&t) {
             Err(Error::Validation { field, .. }) => assert_eq!(field.as_deref(), Some("text")),
             other => panic!("{other:?}"),
         }
-        let mut t = Templates::default();
-        t.subject = "a\n{{ event.name }}\nb".into();
+        let t = Templates {
+            subject: "a\n{{ event.name }}\nb".into(),
+            ..Default::default()
+        };
         match validate(&t) {
             Err(Error::Validation { field, .. }) => assert_eq!(field.as_deref(), Some("subject")),
             other => panic!("{other:?}"),

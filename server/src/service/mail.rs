@@ -291,13 +291,11 @@ pub async fn reset_templates(db: &Db, actor: &Actor, event_id: Uuid) -> Result<(
 pub fn context(
     event: &EventRow,
     p: &store::participants::ParticipantRow,
-    keys: &EventKeys,
     t: &store::tickets::TicketRow,
 ) -> anyhow::Result<Context> {
     let secs = |s: i64| {
         time::OffsetDateTime::from_unix_timestamp(s).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     };
-    let _ = keys;
     Ok(Context {
         event: templates::EventView {
             name: event.name.clone(),
@@ -389,7 +387,7 @@ async fn build_message(
         return Err(Failure::transient("the event's data is missing"));
     };
     let credential = keys.credential(&ticket).map_err(|e| internal(&e))?;
-    let ctx = context(event, &p, keys, &ticket).map_err(|e| internal(&e))?;
+    let ctx = context(event, &p, &ticket).map_err(|e| internal(&e))?;
     let rendered = templates::render(t, &ctx).map_err(|e| Failure::permanent(e.to_string()))?;
     let png = issuing::render_png(&credential).map_err(|e| internal(&e))?;
     let png_type = ContentType::parse("image/png").map_err(|e| internal(&e))?;
