@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{Page, PageParams, load_event, page};
 use crate::domain::Error;
 use crate::domain::auth::{Auth, Role};
-use crate::domain::event::{EventSettings, EventStatus, require_registrations, require_writable};
+use crate::domain::event::{EventStatus, require_registrations, require_writable};
 use crate::domain::text::{clean, optional_line, required_text};
 use crate::domain::webhook;
 use crate::http::error::Problem;
