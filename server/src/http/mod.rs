@@ -30,6 +30,7 @@ pub mod extract;
 pub mod gate_auth;
 pub mod ops;
 pub mod sync;
+pub mod web;
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -144,7 +145,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/{event}/webhooks/{id}/deliveries",
             get(api::webhooks::deliveries),
-        );
+        )
+        .route("/users/{id}", axum::routing::patch(api::users::update_user))
+        .route("/auth/password", post(api::users::change_password))
+        .route("/events/{event}/arrivals", get(api::arrivals::arrivals));
 
     Router::new()
         .nest("/api/v1", api)
@@ -153,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/openapi.json", get(openapi))
         .merge(sync::router())
+        .merge(web::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
@@ -214,6 +219,7 @@ impl utoipa::Modify for BearerAuth {
         api::api_keys::create, api::api_keys::list, api::api_keys::revoke,
         api::webhooks::list, api::webhooks::create, api::webhooks::get, api::webhooks::update,
         api::webhooks::delete, api::webhooks::rotate, api::webhooks::test, api::webhooks::deliveries,
+        api::users::update_user, api::users::change_password, api::arrivals::arrivals,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
