@@ -13,6 +13,13 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        // The console's own calls: the session cookie (with CSRF on writes), when no bearer
+        // token is sent.
+        if parts.headers.get(header::AUTHORIZATION).is_none()
+            && let Some(cookie) = crate::http::web::session::cookie_value(&parts.headers)
+        {
+            return crate::http::web::session::api_auth(parts, state, &cookie).await;
+        }
         let value = parts
             .headers
             .get(header::AUTHORIZATION)

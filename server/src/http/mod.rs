@@ -30,6 +30,7 @@ pub mod extract;
 pub mod gate_auth;
 pub mod ops;
 pub mod sync;
+pub mod web;
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -156,7 +157,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/{event}/supervisor-pin",
             put(api::door::set_supervisor_pin),
-        );
+        )
+        .route("/users/{id}", axum::routing::patch(api::users::update_user))
+        .route("/auth/password", post(api::users::change_password))
+        .route("/events/{event}/arrivals", get(api::arrivals::arrivals));
 
     Router::new()
         .nest("/api/v1", api)
@@ -165,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/openapi.json", get(openapi))
         .merge(sync::router())
+        .merge(web::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
@@ -229,6 +234,7 @@ impl utoipa::Modify for BearerAuth {
         api::mail::send, api::mail::list, api::mail::get_template, api::mail::put_template,
         api::mail::reset_template,
         api::door::set_supervisor_pin,
+        api::users::update_user, api::users::change_password, api::arrivals::arrivals,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),

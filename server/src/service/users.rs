@@ -76,9 +76,11 @@ pub async fn bootstrap_admin(db: &Db, email: &str) -> anyhow::Result<Option<Stri
         return Ok(None);
     }
     let password = random_password()?;
-    create(db, &Actor::system(), email, &password, Role::Admin)
+    let user = create(db, &Actor::system(), email, &password, Role::Admin)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the first admin {email}: {e}"))?;
+    // The generated password was printed; its owner chooses their own at first sign-in.
+    store::users::set_must_change_password(db, user.id, true).await?;
     Ok(Some(password))
 }
 
@@ -123,7 +125,8 @@ pub async fn change(
             ("user.disable", serde_json::json!({"disabled": d}))
         }
         (Change::ResetPassword, Some(hash)) => {
-            store::users::set_password_hash(&mut tx, user.id, hash).await?;
+            // A generated password is changed by its owner at the next sign-in.
+            store::users::set_password(&mut tx, user.id, hash, true).await?;
             ("user.reset_password", serde_json::json!({}))
         }
         (Change::ResetPassword, None) => {
@@ -141,4 +144,83 @@ pub async fn change(
     .await?;
     tx.commit().await?;
     Ok(password)
+}
+
+/// A user changes their own password: the current one must verify, the new one must be long
+/// enough and differ from it. Clears "must change password"; every console session of the
+/// user ends (the session is bound to the password hash).
+pub async fn change_own_password(
+    db: &Db,
+    user_id: uuid::Uuid,
+    current: &str,
+    new: &str,
+) -> Result<(), Error> {
+    let user = store::users::session_user(db, user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or(Error::Unauthorized("the account is disabled or gone"))?;
+    if !super::login::verify_password(current.to_owned(), Some(user.password_hash.clone())).await? {
+        return Err(Error::validation(
+            "current_password",
+            "the current password is wrong",
+        ));
+    }
+    if new.chars().count() < MIN_PASSWORD_LEN {
+        return Err(Error::validation(
+            "new_password",
+            format!("the password needs at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    if new == current {
+        return Err(Error::validation(
+            "new_password",
+            "the new password must differ from the current one",
+        ));
+    }
+    let hash = super::login::hash_password(new.to_owned()).await?;
+    let mut tx = db.begin().await?;
+    store::users::set_password(&mut tx, user.id, &hash, false).await?;
+    let actor = Actor {
+        id: Some(user.id),
+        name: user.email.clone(),
+    };
+    store::audit::record(
+        &mut tx,
+        &actor,
+        "user.change_password",
+        None,
+        Some(format!("user:{}", user.id)),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`change`] for the user with this id (the API's `PATCH /users/{id}`); an admin cannot
+/// disable or demote themselves (so there is always someone who can undo it).
+pub async fn change_by_id(
+    db: &Db,
+    actor: &Actor,
+    id: uuid::Uuid,
+    what: Change,
+) -> Result<store::users::UserRow, Error> {
+    let user = store::users::by_id(db, id)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
+    if actor.id == Some(id) {
+        match &what {
+            Change::Disabled(true) => {
+                return Err(Error::validation("disabled", "you cannot disable yourself"));
+            }
+            Change::Role(r) if *r != Role::Admin => {
+                return Err(Error::validation("role", "you cannot demote yourself"));
+            }
+            _ => {}
+        }
+    }
+    change(db, actor, &user.email, what).await?;
+    store::users::by_id(db, id)
+        .await?
+        .ok_or(Error::NotFound("user"))
 }

@@ -332,3 +332,29 @@ pub async fn type_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<TypeCount>
     rows.sort_by(|a, b| a.ticket_type.cmp(&b.ticket_type));
     Ok(rows)
 }
+
+/// Admitted entries per minute since `since_ms` (by scan time): `(minute as unix ms, count)`,
+/// oldest first, minutes without entries left out. Undone and invalid scans do not count.
+pub async fn arrivals_per_minute(
+    db: &Db,
+    event_id: Uuid,
+    since_ms: i64,
+) -> sqlx::Result<Vec<(i64, i64)>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT CAST((c.scanned_at / 60000) * 60000 AS BIGINT) AS minute,
+                    CAST(count(*) AS BIGINT) AS entries
+             FROM checkins c
+             WHERE c.event_id = $1 AND c.scanned_at >= $2
+               AND c.decision = 'admit' AND c.direction = 'in' AND c.invalid IS NULL
+               AND c.undoes IS NULL
+               AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)
+             GROUP BY c.scanned_at / 60000
+             ORDER BY minute",
+        )
+        .bind(event_id)
+        .bind(since_ms)
+        .fetch_all(p)
+        .await?
+    }))
+}

@@ -96,3 +96,66 @@ pub async fn set_password_hash(tx: &mut Tx, id: Uuid, hash: &str) -> sqlx::Resul
     });
     Ok(())
 }
+
+/// What a console session is checked against on every request.
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionUser {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+    pub must_change_password: bool,
+}
+
+pub async fn session_user(db: &Db, id: Uuid) -> sqlx::Result<Option<SessionUser>> {
+    db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, email, password_hash, role, disabled, must_change_password
+             FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await
+    })
+}
+
+pub async fn by_id(db: &Db, id: Uuid) -> sqlx::Result<Option<UserRow>> {
+    db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT id, email, password_hash, role, disabled, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await
+    })
+}
+
+/// Sets the password hash and whether it must be changed at the next sign-in.
+pub async fn set_password(
+    tx: &mut Tx,
+    id: Uuid,
+    hash: &str,
+    must_change: bool,
+) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query("UPDATE users SET password_hash = $2, must_change_password = $3 WHERE id = $1")
+            .bind(id)
+            .bind(hash)
+            .bind(must_change)
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
+}
+
+pub async fn set_must_change_password(db: &Db, id: Uuid, must_change: bool) -> sqlx::Result<()> {
+    db_run!(db, p => {
+        sqlx::query("UPDATE users SET must_change_password = $2 WHERE id = $1")
+            .bind(id)
+            .bind(must_change)
+            .execute(p)
+            .await
+            .map(|_| ())
+    })
+}

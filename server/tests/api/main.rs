@@ -9,6 +9,7 @@ mod helpers;
 mod api_keys;
 mod auth;
 mod changes;
+mod console;
 mod events;
 mod gate_status;
 mod gates;

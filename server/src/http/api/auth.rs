@@ -87,7 +87,7 @@ pub struct UserOut {
 }
 
 impl UserOut {
-    fn from_row(u: store::users::UserRow) -> Result<Self, Error> {
+    pub fn from_row(u: store::users::UserRow) -> Result<Self, Error> {
         Ok(Self {
             id: u.id,
             role: Role::parse(&u.role).ok_or_else(|| anyhow::anyhow!("bad role in database"))?,

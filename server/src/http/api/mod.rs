@@ -10,6 +10,7 @@ use crate::store;
 use crate::store::events::EventRow;
 
 pub mod api_keys;
+pub mod arrivals;
 pub mod auth;
 pub mod checkins;
 pub mod door;
@@ -21,6 +22,7 @@ pub mod mail;
 pub mod participants;
 pub mod redeem;
 pub mod report;
+pub mod users;
 pub mod webhooks;
 
 /// A page of a list: `{"items": [...], "next_cursor": null | "..."}`.
