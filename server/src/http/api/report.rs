@@ -223,7 +223,11 @@ fn label(f: &Fact) -> String {
 }
 
 /// A section being pivoted: its name, its metrics (columns), its rows as (key, label, subject).
-type Pivot = (&'static str, Vec<&'static str>, Vec<(String, String, String)>);
+type Pivot = (
+    &'static str,
+    Vec<&'static str>,
+    Vec<(String, String, String)>,
+);
 
 /// The facts as one table per section: a row per (scope, type, subject), a column per metric.
 fn sections(facts: &[Fact]) -> Vec<Section> {

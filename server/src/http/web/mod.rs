@@ -455,6 +455,7 @@ async fn event_page(
 #[derive(Debug, Deserialize)]
 struct ParticipantsQuery {
     q: Option<String>,
+    ticket_type: Option<String>,
     cursor: Option<String>,
 }
 
@@ -472,6 +473,7 @@ async fn participants_page(
         Path(event_id),
         Query(api::participants::SearchParams {
             q: q.q,
+            ticket_type: q.ticket_type,
             cursor: q.cursor,
             limit: Some(50),
         }),
