@@ -108,14 +108,7 @@ pub struct ScanOutcome {
     pub presented: Option<String>,
 }
 
-/// When and where a ticket's last movement was made (the presence view's row).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LastSeen {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// The gate's name when this gate knows its configuration, else its id.
-    pub gate: Option<String>,
-}
+pub use crate::replica::LastSeen;
 
 /// Current wall time in unix milliseconds.
 pub fn wall_ms() -> u64 {

@@ -101,8 +101,44 @@ async fn sigterm_stops_every_task_and_the_process_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The operator screen's API needs a paired session: pair with the code the agent printed.
+    let code = loop {
+        if let Some(code) = log_tail()
+            .lines()
+            .filter_map(|l| l.split("pairing code: ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .last()
+        {
+            break code.to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no pairing code in the agent's log\n{}",
+            log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pairing = http
+        .post(format!("{base}/api/pair"))
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        pairing.status().is_success(),
+        "pairing: {}",
+        pairing.status()
+    );
+    let cookie = pairing.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let mut events = http
         .get(format!("{base}/api/events"))
+        .header(reqwest::header::COOKIE, cookie)
         .send()
         .await
         .unwrap()

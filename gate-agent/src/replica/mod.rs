@@ -79,6 +79,15 @@ impl TicketRow {
     }
 }
 
+/// When and where a ticket's last movement was made (the presence view's row).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastSeen {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    /// The gate's name when this gate knows its configuration, else its id.
+    pub gate: Option<String>,
+}
+
 /// Presence as far as this gate knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Presence {
@@ -573,7 +582,7 @@ pub(crate) fn presence(conn: &Connection, serial: u64) -> Result<Presence> {
 
 /// When and at which gate the presence view's row of `serial` was last moved: the clock of that
 /// movement and the gate's name from the replicated configurations (its id when unknown).
-pub(crate) fn last_seen(conn: &Connection, serial: u64) -> Result<Option<crate::decide::LastSeen>> {
+pub(crate) fn last_seen(conn: &Connection, serial: u64) -> Result<Option<LastSeen>> {
     let row: Option<(Option<String>, i64)> = conn
         .prepare_cached("SELECT gate_id, hlc FROM presence WHERE serial = ?1")?
         .query_row([i64_from(serial)], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -599,7 +608,7 @@ pub(crate) fn last_seen(conn: &Connection, serial: u64) -> Result<Option<crate::
             Some(name.unwrap_or(id))
         }
     };
-    Ok(Some(crate::decide::LastSeen {
+    Ok(Some(LastSeen {
         at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         gate,
