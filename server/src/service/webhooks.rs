@@ -372,10 +372,29 @@ async fn attempt(
     c: &Claimed,
     lease: i64,
 ) -> anyhow::Result<()> {
-    // Deleted (its deliveries went with it) or disabled (its pending ones were failed).
-    let Some(endpoint) = endpoint.filter(|e| e.enabled) else {
+    // Deleted: its deliveries went with it.
+    let Some(endpoint) = endpoint else {
         return Ok(());
     };
+    if !endpoint.enabled {
+        // Disabling failed the endpoint's pending deliveries; this one was committed by a
+        // transaction that still saw the endpoint enabled. It fails the same way, so no
+        // delivery stays pending behind a disabled endpoint.
+        let reason = format!(
+            "endpoint disabled: {}",
+            endpoint
+                .disabled_reason
+                .as_deref()
+                .unwrap_or("by the organizer")
+        );
+        let mut tx = state.db.begin().await?;
+        if store::webhooks::attempt_failed(&mut tx, c.id, lease, None, &reason, None).await? {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        return Ok(());
+    }
     let now = now_ms();
     let keys = signing_keys(&state.master, endpoint, now)?;
     let msg_id = webhook::message_id(c.message_id);
