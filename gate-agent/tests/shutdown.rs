@@ -107,7 +107,7 @@ async fn sigterm_stops_every_task_and_the_process_exits_0() {
             .lines()
             .filter_map(|l| l.split("pairing code: ").nth(1))
             .filter_map(|rest| rest.split_whitespace().next())
-            .last()
+            .next_back()
         {
             break code.to_string();
         }
