@@ -361,12 +361,18 @@ pub(crate) async fn approve(
     }
 }
 
+/// A body the JSON extractor refused: 400 with its message, naming `field` when given.
+fn bad_body(
+    field: Option<&'static str>,
+) -> impl FnOnce(axum::extract::rejection::JsonRejection) -> ApiError {
+    move |e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text(), field)
+}
+
 async fn scan(
     State(s): State<UiState>,
     body: Result<Json<ScanBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) =
-        body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", e.body_text(), None))?;
+    let Json(b) = body.map_err(bad_body(None))?;
     let subject = match (b.credential, b.serial) {
         (Some(c), None) if !c.trim().is_empty() => Subject::Text(c),
         (None, Some(serial)) => Subject::Serial(serial),
@@ -420,14 +426,7 @@ async fn print_badge(
     body: Result<Json<PrintBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     use crate::printer::PrintError;
-    let Json(b) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            e.body_text(),
-            Some("serial"),
-        )
-    })?;
+    let Json(b) = body.map_err(bad_body(Some("serial")))?;
     let Some(badges) = s.badges.clone() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -476,14 +475,7 @@ async fn undo(
     State(s): State<UiState>,
     body: Result<Json<UndoBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            e.body_text(),
-            Some("id"),
-        )
-    })?;
+    let Json(b) = body.map_err(bad_body(Some("id")))?;
     Ok(Json(s.gate.undo(b.id).await?).into_response())
 }
 
@@ -540,14 +532,7 @@ async fn pair(
     State(s): State<UiState>,
     body: Result<Json<PairBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            e.body_text(),
-            Some("code"),
-        )
-    })?;
+    let Json(b) = body.map_err(bad_body(Some("code")))?;
     if !s.screen.pair(&b.code) {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
