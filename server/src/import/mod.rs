@@ -67,7 +67,7 @@ use std::io::Read;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use duplicates::DuplicateTracker;
+pub use duplicates::{DuplicateTracker, KeyKind};
 pub use mapping::{Column, ColumnMapping, Source};
 
 /// `RowError::field` for problems with the row as a whole (misaligned cells).

@@ -4,8 +4,13 @@
 //! The input is any blocking reader (the HTTP body through a bridge, a file). It is parsed by
 //! [`ParticipantCsv`] on a blocking thread, which hands rows in batches of [`BATCH`] over a
 //! bounded channel to the writer, which writes them inside **one** transaction (PostgreSQL:
-//! `UNNEST` bulk statements). Parsing and writing overlap, memory stays bounded by the channel,
-//! and all-or-nothing is a plain rollback.
+//! `UNNEST` bulk statements). Parsing and writing overlap, and all-or-nothing is a plain
+//! rollback.
+//!
+//! Memory does not grow with the file: the keys every row is checked against (external IDs and
+//! e-mails of earlier rows, participants created or matched by earlier rows) live in the
+//! transaction's scratch table ([`store::scratch`]), and the replication changes and webhook
+//! deliveries are spilled between batches ([`UnitOfWork::spill`]).
 //!
 //! Matching (upsert) is against the participants that existed before the upload; rows of one
 //! file never merge into each other (a repeated key is a row error). A row with an
@@ -23,14 +28,13 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use serde_json::{Map, Value};
-use sync_protocol::wire::ChangeData;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::domain::auth::Actor;
 use crate::domain::webhook;
 use crate::domain::{Error, FieldError};
-use crate::import::{DuplicateTracker, ImportRow, ParticipantCsv, RowError};
+use crate::import::{DuplicateTracker, ImportRow, KeyKind, ParticipantCsv, RowError};
 use crate::service::AppState;
 use crate::service::tickets::{self as issuing, EventKeys, new_ticket};
 use crate::service::uow::UnitOfWork;
@@ -108,10 +112,9 @@ where
                 return;
             }
         };
-        let mut seen = DuplicateTracker::new();
         let mut batch = Vec::with_capacity(BATCH);
         for item in csv.by_ref() {
-            batch.push(item.and_then(|row| seen.check(row)));
+            batch.push(item);
             if batch.len() == BATCH
                 && sender
                     .blocking_send(Msg::Batch(std::mem::replace(
@@ -144,21 +147,19 @@ where
         tickets: 0,
         errors: Vec::new(),
         error_count: 0,
-        changes: Vec::new(),
-        touched: HashMap::new(),
+        unspilled: 0,
         serials: None,
         lookups: true,
-        created_ids: HashSet::new(),
         pending_participants: Vec::new(),
         pending_tickets: Vec::new(),
         hook_created: false,
         hook_updated: false,
-        messages: Vec::new(),
     };
     if !options.dry_run && issue_tickets {
         writer.serials = Some(SerialSource::open(&state.db).await?);
     }
     let mut uow = UnitOfWork::begin(&state.db).await?;
+    store::scratch::open(uow.tx()).await?;
     // An empty event (the usual first import) has nothing to match: skip the lookups.
     writer.lookups = store::participants::any(uow.tx(), event_id).await?;
     if writer.write {
@@ -173,16 +174,10 @@ where
     while let Some(msg) = receiver.recv().await {
         match msg {
             Msg::Batch(items) => {
-                let mut good = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Ok(row) => good.push(row),
-                        Err(e) => writer.error(e),
-                    }
-                }
+                let good = writer.check_duplicates(uow.tx(), items).await?;
                 // All-or-nothing: after the first error only keep collecting errors.
                 if writer.error_count == 0 || options.partial {
-                    writer.batch(uow.tx(), good).await?;
+                    writer.batch(&mut uow, good).await?;
                 }
             }
             Msg::Fatal(e) => {
@@ -245,7 +240,8 @@ where
             tickets_issued: writer.tickets,
         });
     }
-    writer.flush(uow.tx()).await?;
+    writer.flush(&mut uow).await?;
+    store::scratch::close(uow.tx()).await?;
     let outcome = ImportOutcome {
         created: writer.created,
         updated: writer.updated,
@@ -267,11 +263,6 @@ where
         }),
     )
     .await?;
-    for (event_type, data) in std::mem::take(&mut writer.messages) {
-        uow.webhook(event_id, event_type, data);
-    }
-    let changes = std::mem::take(&mut writer.changes);
-    uow.changes(event_id, changes)?;
     uow.commit(&state.notifier).await?;
     metrics::counter!("usher_import_rows_total").increment(outcome.created + outcome.updated);
     metrics::counter!("usher_tickets_issued_total").increment(outcome.tickets_issued);
@@ -299,17 +290,12 @@ struct Writer<'a> {
     tickets: u64,
     errors: Vec<RowError>,
     error_count: usize,
-    /// Ticket changes to append at the end (the change log is written last, see
-    /// [`store::changes::append`]).
-    changes: Vec<(ChangeData, bool)>,
-    /// Participant → the line that matched it, so two rows cannot update one participant.
-    touched: HashMap<Uuid, u64>,
+    /// Changes and webhook messages recorded in the unit of work since it last spilled.
+    unspilled: usize,
     /// Where ticket serials come from while the transaction is open.
     serials: Option<SerialSource>,
     /// Whether the event had participants before the import (else nothing can match).
     lookups: bool,
-    /// Participants created by this import, which later rows must not match.
-    created_ids: HashSet<Uuid>,
     /// New participants and their tickets not written yet (written in large groups: each COPY
     /// may pay a delayed-ACK wait, see [`store::pgcopy`]).
     pending_participants: Vec<NewParticipant>,
@@ -317,8 +303,13 @@ struct Writer<'a> {
     /// Whether endpoints subscribe to created / updated participants, and their messages.
     hook_created: bool,
     hook_updated: bool,
-    messages: Vec<(&'static str, Value)>,
 }
+
+/// Scratch-table kinds of the keys an import remembers besides the rows' own keys: the
+/// participants it created (which later rows must not match) and the existing participants it
+/// matched (so two rows cannot update one participant).
+const CREATED: &str = "created";
+const TOUCHED: &str = "touched";
 
 /// Stored fields overlaid with the non-empty cells of a row.
 fn merged(existing: &MatchRow, row: &ImportRow) -> ParticipantFields {
@@ -374,29 +365,80 @@ impl Writer<'_> {
         }
     }
 
+    /// Spills the unit of work once it holds a batch's worth of changes and messages.
+    async fn maybe_spill(&mut self, uow: &mut UnitOfWork) -> Result<(), Error> {
+        if self.unspilled >= BATCH {
+            uow.spill().await?;
+            self.unspilled = 0;
+        }
+        Ok(())
+    }
+
+    /// Fails the rows of `items` that repeat a key of an earlier row of the file (by the
+    /// [`DuplicateTracker`] rule, against the keys in the scratch table), records every error,
+    /// and returns the good rows.
+    async fn check_duplicates(
+        &mut self,
+        tx: &mut Tx,
+        items: Vec<Result<ImportRow, RowError>>,
+    ) -> Result<Vec<ImportRow>, Error> {
+        let keys: Vec<(KeyKind, String)> = items
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .flat_map(DuplicateTracker::keys_of)
+            .collect();
+        let lookup: Vec<(&str, &str)> =
+            keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let known = store::scratch::lookup(tx, &lookup).await?;
+        let known = keys.iter().filter_map(|(kind, key)| {
+            let line = known.get(&(kind.as_str().to_owned(), key.clone()))?;
+            Some((*kind, key.clone(), u64::try_from(*line).ok()?))
+        });
+        let mut tracker = DuplicateTracker::seeded(known.collect::<Vec<_>>());
+        let mut good = Vec::with_capacity(items.len());
+        for item in items {
+            match item.and_then(|row| tracker.check(row)) {
+                Ok(row) => good.push(row),
+                Err(e) => self.error(e),
+            }
+        }
+        let added = tracker.take_added();
+        let remember = added
+            .iter()
+            .map(|(kind, key, line)| Ok((kind.as_str(), key.as_str(), i64::try_from(*line)?)))
+            .collect::<Result<Vec<_>, std::num::TryFromIntError>>()
+            .map_err(anyhow::Error::from)?;
+        store::scratch::remember(tx, &remember).await?;
+        Ok(good)
+    }
+
     /// Writes the pending new participants and tickets, and queues their ticket changes (after
     /// the insert: a short-code clash may have changed a code).
-    async fn flush(&mut self, tx: &mut Tx) -> Result<(), Error> {
+    async fn flush(&mut self, uow: &mut UnitOfWork) -> Result<(), Error> {
         let participants = std::mem::take(&mut self.pending_participants);
         let mut tickets = std::mem::take(&mut self.pending_tickets);
+        let tx = uow.tx();
         store::participants::insert_many(tx, self.event_id, self.now, &participants).await?;
         issuing::insert_with_retry(tx, self.event_id, &mut tickets).await?;
         self.tickets += tickets.len() as u64;
         if self.hook_created {
             for p in &participants {
-                self.messages.push((
+                uow.webhook(
+                    self.event_id,
                     webhook::PARTICIPANT_CREATED,
                     webhooks::participant_data(self.event_id, p.id, &p.fields, p.ticket_serial),
-                ));
+                );
             }
+            self.unspilled += participants.len();
         }
         let holders: HashMap<i64, &NewParticipant> = participants
             .iter()
             .filter_map(|p| p.ticket_serial.map(|s| (s, p)))
             .collect();
+        let mut changes = Vec::with_capacity(tickets.len());
         for t in &tickets {
             let holder = holders.get(&t.serial);
-            self.changes.push((
+            changes.push((
                 self.keys.ticket_change(
                     t,
                     holder.map(|p| p.fields.name.clone()),
@@ -405,24 +447,41 @@ impl Writer<'_> {
                 false,
             ));
         }
-        Ok(())
+        self.unspilled += changes.len();
+        uow.changes(self.event_id, changes)?;
+        self.maybe_spill(uow).await
     }
 
-    async fn batch(&mut self, tx: &mut Tx, rows: Vec<ImportRow>) -> Result<(), Error> {
+    async fn batch(&mut self, uow: &mut UnitOfWork, rows: Vec<ImportRow>) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
+        let tx = uow.tx();
         let external_ids: Vec<String> = rows.iter().filter_map(|r| r.external_id.clone()).collect();
         let email_keys: Vec<String> = rows
             .iter()
             .filter_map(|r| store::participants::email_key(r.email.as_deref()))
             .collect();
+        // Participant → the line that first matched it (earlier batches, then this one).
+        let mut touched: HashMap<Uuid, u64> = HashMap::new();
+        let mut newly_touched: Vec<(String, i64)> = Vec::new();
         let mut found = if self.lookups {
             store::participants::find_by_keys(tx, self.event_id, &external_ids, &email_keys).await?
         } else {
             Vec::new()
         };
-        found.retain(|m| !self.created_ids.contains(&m.id));
+        if !found.is_empty() {
+            let ids: Vec<String> = found.iter().map(|m| m.id.to_string()).collect();
+            let mut keys: Vec<(&str, &str)> = ids.iter().map(|id| (CREATED, id.as_str())).collect();
+            keys.extend(ids.iter().map(|id| (TOUCHED, id.as_str())));
+            let known = store::scratch::lookup(tx, &keys).await?;
+            found.retain(|m| !known.contains_key(&(CREATED.to_owned(), m.id.to_string())));
+            for m in &found {
+                if let Some(line) = known.get(&(TOUCHED.to_owned(), m.id.to_string())) {
+                    touched.insert(m.id, u64::try_from(*line).map_err(anyhow::Error::from)?);
+                }
+            }
+        }
         let mut by_external: HashMap<&str, &MatchRow> = HashMap::new();
         let mut by_email: HashMap<&str, Vec<&MatchRow>> = HashMap::new();
         for m in &found {
@@ -468,7 +527,7 @@ impl Writer<'_> {
                 ));
                 continue;
             };
-            if let Some(first) = self.touched.insert(existing.id, row.line) {
+            if let Some(&first) = touched.get(&existing.id) {
                 self.error(RowError {
                     line: row.line,
                     field: if row.external_id.is_some() {
@@ -481,6 +540,11 @@ impl Writer<'_> {
                 });
                 continue;
             }
+            touched.insert(existing.id, row.line);
+            newly_touched.push((
+                existing.id.to_string(),
+                i64::try_from(row.line).map_err(anyhow::Error::from)?,
+            ));
             let new = merged(existing, &row);
             if same_fields(&new, &current(existing)) {
                 self.unchanged += 1;
@@ -495,6 +559,11 @@ impl Writer<'_> {
             self.updated += 1;
             updates.push((existing.id, new));
         }
+        let remember: Vec<(&str, &str, i64)> = newly_touched
+            .iter()
+            .map(|(id, line)| (TOUCHED, id.as_str(), *line))
+            .collect();
+        store::scratch::remember(tx, &remember).await?;
         self.created += inserts.len() as u64;
         if !self.write {
             if self.issue_tickets {
@@ -511,7 +580,8 @@ impl Writer<'_> {
             }
             _ => 0,
         };
-        for (fields, _line) in inserts {
+        let mut created: Vec<(String, i64)> = Vec::new();
+        for (fields, line) in inserts {
             let id = Uuid::now_v7();
             let serial = if self.issue_tickets {
                 let t = new_ticket(self.keys, self.event, id, next_serial, 1, self.now)?;
@@ -523,7 +593,10 @@ impl Writer<'_> {
                 None
             };
             if self.lookups {
-                self.created_ids.insert(id);
+                created.push((
+                    id.to_string(),
+                    i64::try_from(line).map_err(anyhow::Error::from)?,
+                ));
             }
             self.pending_participants.push(NewParticipant {
                 id,
@@ -531,41 +604,50 @@ impl Writer<'_> {
                 ticket_serial: serial,
             });
         }
-        if self.pending_participants.len() >= store::pgcopy::COPY_CHUNK_ROWS {
-            self.flush(tx).await?;
-        }
+        let remember: Vec<(&str, &str, i64)> = created
+            .iter()
+            .map(|(id, line)| (CREATED, id.as_str(), *line))
+            .collect();
+        store::scratch::remember(tx, &remember).await?;
         store::participants::update_many(tx, self.event_id, self.now, &updates).await?;
         if self.hook_updated && !updates.is_empty() {
             let serials: HashMap<Uuid, Option<i64>> =
                 found.iter().map(|m| (m.id, m.ticket_serial)).collect();
             for (id, fields) in &updates {
                 let serial = serials.get(id).copied().flatten();
-                self.messages.push((
+                uow.webhook(
+                    self.event_id,
                     webhook::PARTICIPANT_UPDATED,
                     webhooks::participant_data(self.event_id, *id, fields, serial),
-                ));
+                );
             }
+            self.unspilled += updates.len();
         }
 
         // Renamed holders of existing tickets: replicate the new display name.
         if !renamed.is_empty() {
             let serials: Vec<i64> = renamed.iter().map(|r| r.0).collect();
             let rows: HashMap<i64, TicketRow> =
-                store::tickets::get_many(tx, self.event_id, &serials)
+                store::tickets::get_many(uow.tx(), self.event_id, &serials)
                     .await?
                     .into_iter()
                     .map(|t| (t.serial, t))
                     .collect();
             let mut seen = HashSet::new();
+            let mut changes = Vec::new();
             for (serial, name, attention) in renamed {
                 if let Some(t) = rows.get(&serial)
                     && seen.insert(serial)
                 {
-                    self.changes
-                        .push((self.keys.ticket_change(t, Some(name), attention)?, false));
+                    changes.push((self.keys.ticket_change(t, Some(name), attention)?, false));
                 }
             }
+            self.unspilled += changes.len();
+            uow.changes(self.event_id, changes)?;
         }
-        Ok(())
+        if self.pending_participants.len() >= store::pgcopy::COPY_CHUNK_ROWS {
+            self.flush(uow).await?;
+        }
+        self.maybe_spill(uow).await
     }
 }

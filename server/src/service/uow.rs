@@ -14,6 +14,11 @@
 //!
 //! Every conflict among the live items is also a `conflict.created` message.
 //!
+//! A long unit (an import of a million rows) calls [`UnitOfWork::spill`] between its batches:
+//! the changes recorded so far move to the transaction's `TEMP` staging table and the webhook
+//! deliveries are written, so its memory does not grow with its size. The staged changes are
+//! appended at step 3 like the others.
+//!
 //! Dropping a unit without [`UnitOfWork::commit`] rolls everything back: no change, no live item.
 
 use std::collections::HashMap;
@@ -39,6 +44,10 @@ pub struct UnitOfWork {
     subscribers: HashMap<Uuid, Subscribers>,
     /// Ticket e-mails to queue.
     mails: Vec<store::mail::NewMail>,
+    /// Changes spilled to the staging table so far (their last `ord`), and webhook deliveries
+    /// already written.
+    staged: Option<i64>,
+    queued: usize,
 }
 
 impl UnitOfWork {
@@ -52,6 +61,8 @@ impl UnitOfWork {
             webhooks: Vec::new(),
             subscribers: HashMap::new(),
             mails: Vec::new(),
+            staged: None,
+            queued: 0,
         })
     }
 
@@ -137,6 +148,20 @@ impl UnitOfWork {
         Ok(())
     }
 
+    /// Moves the changes recorded so far to the staging table and writes the webhook deliveries
+    /// of the messages recorded so far (see the module documentation).
+    pub async fn spill(&mut self) -> Result<(), Error> {
+        if !self.changes.is_empty() {
+            let changes = std::mem::take(&mut self.changes);
+            let ord = self.staged.get_or_insert(0);
+            store::changes::stage(&mut self.tx, &changes, ord).await?;
+        }
+        let messages = std::mem::take(&mut self.webhooks);
+        self.queued +=
+            webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
+        Ok(())
+    }
+
     /// Stage → append → commit → publish (see the module documentation).
     pub async fn commit(mut self, notifier: &Notifier) -> Result<(), Error> {
         let live = std::mem::take(&mut self.live);
@@ -158,13 +183,19 @@ impl UnitOfWork {
         }
         let staged = notifier.stage(&mut self.tx, live).await?;
         let messages = std::mem::take(&mut self.webhooks);
-        let queued = webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
+        let queued = self.queued
+            + webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
         let mails = std::mem::take(&mut self.mails);
         let mails = super::mail_outbox::write(&mut self.tx, &mails).await?;
-        if let Some(event_id) = self.event_id
-            && !self.changes.is_empty()
-        {
-            store::changes::append(&mut self.tx, event_id, &self.changes).await?;
+        match (self.event_id, self.staged) {
+            (Some(event_id), Some(mut ord)) => {
+                store::changes::stage(&mut self.tx, &self.changes, &mut ord).await?;
+                store::changes::append_staged(&mut self.tx, event_id).await?;
+            }
+            (Some(event_id), None) if !self.changes.is_empty() => {
+                store::changes::append(&mut self.tx, event_id, &self.changes).await?;
+            }
+            _ => {}
         }
         self.tx.commit().await?;
         notifier.committed(staged);

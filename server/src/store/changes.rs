@@ -52,20 +52,7 @@ pub async fn append(
     event_id: Uuid,
     changes: &[(ChangeData, bool)],
 ) -> anyhow::Result<Option<u64>> {
-    // Deduplicate by entity, keeping the last state (one statement may not touch a row twice).
-    let mut index: HashMap<(&'static str, String), usize> = HashMap::with_capacity(changes.len());
-    let mut rows: Vec<(&'static str, String, bool, String)> = Vec::with_capacity(changes.len());
-    for (data, deleted) in changes {
-        let (kind, key) = entity_of(data);
-        let json = payload_json(data)?;
-        match index.get(&(kind, key.clone())) {
-            Some(&i) => rows[i] = (kind, key, *deleted, json),
-            None => {
-                index.insert((kind, key.clone()), rows.len());
-                rows.push((kind, key, *deleted, json));
-            }
-        }
-    }
+    let rows = dedup(changes)?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -151,9 +138,14 @@ pub async fn append(
             }
         }
     }
-    // Wake long-polling gates and SSE clients of every server process: a notification sent
-    // inside the transaction is delivered exactly when it commits (SQLite has one process; its
-    // notifier watches the counters instead, see `live`).
+    notify_head(tx, event_id, last).await?;
+    Ok(Some(u64::try_from(last)?))
+}
+
+/// Wakes long-polling gates and SSE clients of every server process: a notification sent inside
+/// the transaction is delivered exactly when it commits (SQLite has one process; its notifier
+/// watches the counters instead, see `live`).
+async fn notify_head(tx: &mut Tx, event_id: Uuid, last: i64) -> anyhow::Result<()> {
     if let Tx::Postgres(t) = tx {
         let payload = serde_json::json!({"type": "changes", "event_id": event_id, "head": last});
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -162,6 +154,159 @@ pub async fn append(
             .execute(&mut **t)
             .await?;
     }
+    Ok(())
+}
+
+/// The rows of `changes`, one per entity in first-seen order holding its last state (one
+/// statement may not touch a row twice).
+fn dedup(
+    changes: &[(ChangeData, bool)],
+) -> anyhow::Result<Vec<(&'static str, String, bool, String)>> {
+    let mut index: HashMap<(&'static str, String), usize> = HashMap::with_capacity(changes.len());
+    let mut rows: Vec<(&'static str, String, bool, String)> = Vec::with_capacity(changes.len());
+    for (data, deleted) in changes {
+        let (kind, key) = entity_of(data);
+        let json = payload_json(data)?;
+        match index.get(&(kind, key.clone())) {
+            Some(&i) => rows[i] = (kind, key, *deleted, json),
+            None => {
+                index.insert((kind, key.clone()), rows.len());
+                rows.push((kind, key, *deleted, json));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Stages changes of a long transaction in its `TEMP` table instead of the caller's memory; a
+/// later [`append_staged`] appends them (with `ord` giving their order; a later state of an
+/// entity replaces an earlier one). `ord` continues from the caller's counter.
+pub async fn stage(
+    tx: &mut Tx,
+    changes: &[(ChangeData, bool)],
+    ord: &mut i64,
+) -> anyhow::Result<()> {
+    let rows = dedup(changes)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match tx {
+        Tx::Postgres(t) => {
+            sqlx::query(
+                "CREATE TEMP TABLE IF NOT EXISTS usher_staged_changes (
+                     kind TEXT NOT NULL, entity_key TEXT NOT NULL, deleted BOOLEAN NOT NULL,
+                     data TEXT NOT NULL, ord BIGINT NOT NULL,
+                     PRIMARY KEY (kind, entity_key)) ON COMMIT DROP",
+            )
+            .execute(&mut **t)
+            .await?;
+            for chunk in rows.chunks(super::pgcopy::COPY_CHUNK_ROWS) {
+                let mut kinds = Vec::with_capacity(chunk.len());
+                let mut keys = Vec::with_capacity(chunk.len());
+                let mut deleted = Vec::with_capacity(chunk.len());
+                let mut data = Vec::with_capacity(chunk.len());
+                let mut ords = Vec::with_capacity(chunk.len());
+                for (kind, key, del, json) in chunk {
+                    *ord += 1;
+                    kinds.push(*kind);
+                    keys.push(key.as_str());
+                    deleted.push(*del);
+                    data.push(json.as_str());
+                    ords.push(*ord);
+                }
+                sqlx::query(
+                    "INSERT INTO usher_staged_changes (kind, entity_key, deleted, data, ord)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[],
+                                          $5::int8[])
+                     ON CONFLICT (kind, entity_key) DO UPDATE
+                     SET deleted = EXCLUDED.deleted, data = EXCLUDED.data, ord = EXCLUDED.ord",
+                )
+                .bind(&kinds)
+                .bind(&keys)
+                .bind(&deleted)
+                .bind(&data)
+                .bind(&ords)
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+        Tx::Sqlite(t) => {
+            sqlx::query(
+                "CREATE TEMP TABLE IF NOT EXISTS usher_staged_changes (
+                     kind TEXT NOT NULL, entity_key TEXT NOT NULL, deleted INTEGER NOT NULL,
+                     data TEXT NOT NULL, ord INTEGER NOT NULL,
+                     PRIMARY KEY (kind, entity_key)) WITHOUT ROWID",
+            )
+            .execute(&mut **t)
+            .await?;
+            for (kind, key, del, json) in &rows {
+                *ord += 1;
+                sqlx::query(
+                    "INSERT INTO usher_staged_changes (kind, entity_key, deleted, data, ord)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (kind, entity_key) DO UPDATE
+                     SET deleted = excluded.deleted, data = excluded.data, ord = excluded.ord",
+                )
+                .bind(*kind)
+                .bind(key.as_str())
+                .bind(*del)
+                .bind(json.as_str())
+                .bind(*ord)
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends the changes [`stage`]d in this transaction (in `ord` order) to the change log of
+/// `event_id`, as [`append`] does: last before COMMIT, under the event's counter lock. Returns
+/// the last `change_seq` assigned, `None` when nothing was staged.
+pub async fn append_staged(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<Option<u64>> {
+    let n: i64 = tx_run!(tx, c => {
+        sqlx::query_scalar("SELECT count(*) FROM usher_staged_changes")
+            .fetch_one(&mut *c)
+            .await?
+    });
+    if n == 0 {
+        tx_run!(tx, c => {
+            sqlx::query("DROP TABLE usher_staged_changes").execute(&mut *c).await?;
+        });
+        return Ok(None);
+    }
+    let last: i64 = tx_run!(tx, c => {
+        sqlx::query_scalar(
+            "INSERT INTO change_counters (event_id, last_seq) VALUES ($1, $2)
+             ON CONFLICT (event_id) DO UPDATE SET last_seq = change_counters.last_seq + $2
+             RETURNING last_seq",
+        )
+        .bind(event_id)
+        .bind(n)
+        .fetch_one(&mut *c)
+        .await?
+    });
+    let first = last - n + 1;
+    // `WHERE true` lets SQLite's parser tell the upsert clause from a join constraint.
+    tx_run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO changes (event_id, kind, entity_key, change_seq, deleted, data)
+             SELECT $1, kind, entity_key, $2 - 1 + ROW_NUMBER() OVER (ORDER BY ord), deleted,
+                    data
+             FROM usher_staged_changes WHERE true
+             ON CONFLICT (event_id, kind, entity_key) DO UPDATE
+             SET change_seq = excluded.change_seq, deleted = excluded.deleted,
+                 data = excluded.data",
+        )
+        .bind(event_id)
+        .bind(first)
+        .execute(&mut *c)
+        .await?;
+    });
+    tx_run!(tx, c => {
+        sqlx::query("DROP TABLE usher_staged_changes").execute(&mut *c).await?;
+    });
+    notify_head(tx, event_id, last).await?;
     Ok(Some(u64::try_from(last)?))
 }
 

@@ -37,6 +37,7 @@ pub mod participants;
 pub mod pgcopy;
 pub mod redeem;
 pub mod reports;
+pub mod scratch;
 pub mod tickets;
 pub mod users;
 pub mod webhooks;
@@ -202,7 +203,11 @@ impl Db {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Temporary tables (an import's scratch and staged changes, see `scratch`) and large
+            // sorts go to a temporary file, deleted when closed, rather than the heap: the
+            // bundled SQLite defaults to memory.
+            .pragma("temp_store", "file");
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.db_max_connections.clamp(1, 8))
             .connect_with(options)

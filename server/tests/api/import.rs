@@ -11,6 +11,7 @@ backend_tests!(
     reimport_updates_changed_rows_and_replicates_renames,
     import_checks_media_type_header_role_and_event,
     a_large_import_takes_the_bulk_path_and_a_renaming_reimport_upserts_the_log,
+    rows_of_later_batches_are_checked_against_every_earlier_row,
 );
 
 async fn all_participants(app: &TestApp, ev: &str) -> Vec<Value> {
@@ -356,4 +357,99 @@ async fn a_large_import_takes_the_bulk_path_and_a_renaming_reimport_upserts_the_
         sync_protocol::wire::ChangeData::Ticket(t) if t.display_name.as_deref().is_some_and(|n| n.ends_with(" Jr")))));
     // One row per entity: the log did not grow.
     assert_eq!(app.changes(ev, 0).await.len(), changes.len());
+}
+
+/// 10,001 rows: three writer batches, so every key a row is checked against comes from an
+/// earlier batch through the scratch table, and the changes are spilled to the staging table
+/// between batches. A repeat in the last row of a row from the first batch is still caught;
+/// the imported tickets reach the change log once each, in order; a re-import that renames
+/// everyone updates each participant once.
+async fn rows_of_later_batches_are_checked_against_every_earlier_row(app: TestApp) {
+    const N: usize = 10_001;
+    let event = app.create_event("Batches").await;
+    let ev = event["id"].as_str().unwrap();
+    let path = format!("/api/v1/events/{ev}/participants/import");
+    let csv = |suffix: &str, last_repeats_first: bool| {
+        let mut out = String::from("external_id,name,email\n");
+        for i in 0..N {
+            let id = if last_repeats_first && i == N - 1 {
+                0
+            } else {
+                i
+            };
+            out.push_str(&format!("L-{id},Person {i}{suffix},l{i}@example.org\n"));
+        }
+        out
+    };
+    let before = app.changes(ev, 0).await.len();
+    let r = app.post_csv(Some(&app.staff), &path, csv("", true)).await;
+    r.assert_problem(422, Some("external_id"));
+    let r = r.body;
+    let errors = r["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert_eq!(errors[0]["line"], N + 1);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used on line 2"),
+        "{r}"
+    );
+    assert_eq!(app.changes(ev, 0).await.len(), before, "nothing written");
+
+    let r = app.post_csv(Some(&app.staff), &path, csv("", false)).await;
+    let r = r.assert_status(200);
+    assert_eq!(
+        (r["created"].as_u64(), r["tickets_issued"].as_u64()),
+        (Some(N as u64), Some(N as u64))
+    );
+    let changes = app.changes(ev, 0).await;
+    let mut serials: Vec<u64> = changes
+        .iter()
+        .filter_map(|c| match &c.data {
+            sync_protocol::wire::ChangeData::Ticket(t) => Some(t.serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(serials.len(), N);
+    serials.sort_unstable();
+    serials.dedup();
+    assert_eq!(serials.len(), N, "one change per ticket");
+    let seqs: Vec<u64> = changes.iter().map(|c| c.change_seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "dense, in order"
+    );
+
+    // Renaming everyone: each row matches its own participant (none matches one created or
+    // matched by an earlier batch), so all are updated and none is an error.
+    let head = sync_head(&app, ev).await;
+    let r = app
+        .post_csv(Some(&app.staff), &path, csv(" Jr", false))
+        .await;
+    let r = r.assert_status(200);
+    assert_eq!(
+        (r["created"].as_u64(), r["updated"].as_u64()),
+        (Some(0), Some(N as u64))
+    );
+    let renamed = app.changes(ev, head).await;
+    assert_eq!(renamed.len(), N, "one change per renamed ticket");
+    assert_eq!(app.changes(ev, 0).await.len(), changes.len());
+
+    // The same file again, with one participant's row repeated at the end under its e-mail
+    // only: the first batch already used that e-mail.
+    let mut again = csv(" Jr", false);
+    again.push_str(",Person 3 Again,l3@example.org\n");
+    let r = app.post_csv(Some(&app.staff), &path, again).await;
+    r.assert_problem(422, Some("email"));
+    assert_eq!(r.body["errors"][0]["line"], N + 2, "{}", r.body);
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used on line 5"),
+        "{}",
+        r.body
+    );
 }
