@@ -426,7 +426,8 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
         eprintln!("{}", row_error_line(Some(e.line), &e.field, &e.message));
     }
     println!(
-        "{}{} created, {} updated, {} unchanged, {} ticket(s) issued, {} row error(s)",
+        "{}{} created, {} updated, {} unchanged, {} ticket(s) issued, {} cancelled, {} barcode(s), \
+         {} row error(s)",
         if outcome.dry_run {
             "dry run (nothing written): "
         } else {
@@ -436,6 +437,8 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
         outcome.updated,
         outcome.unchanged,
         outcome.tickets_issued,
+        outcome.cancelled,
+        outcome.barcodes,
         outcome.errors.len()
     );
     Ok(())

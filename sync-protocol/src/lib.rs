@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`ticket`]: the signed `U1:` QR ticket (DESIGN §2.1), its key ring.
+//! - [`barcode`]: the ticket shop's own barcodes, looked up by a keyed hash.
 //! - [`short_code`]: `XXXX-XXXX-XXXX` codes with a check character (§2.2).
 //! - [`ble`]: the rotating BLE badge credential (§2.3).
 //! - [`hlc`]: the hybrid logical clock (§5).
@@ -13,6 +14,7 @@
 //! - [`decide`]: the storage-free checks of a gate decision (§3).
 //! - [`merge`]: the deterministic fold of one ticket's events into state and conflicts (§5).
 
+pub mod barcode;
 pub mod ble;
 pub mod decide;
 pub mod hlc;

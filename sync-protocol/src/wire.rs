@@ -318,6 +318,16 @@ pub struct TicketChange {
     pub valid_until: u32,
 }
 
+/// A ticket shop's barcode of a ticket, by its lookup key ([`crate::barcode`]): entity key
+/// `key`. A tombstone removes the barcode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BarcodeChange {
+    /// The barcode's lookup key (32 hex digits).
+    pub key: String,
+    #[serde(default)]
+    pub serial: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RevocationChange {
     pub serial: u64,
@@ -410,6 +420,10 @@ pub struct GateConfig {
     /// The event's lifecycle status (closed events admit nobody new).
     #[serde(default)]
     pub event_status: EventPhase,
+    /// Hex of the event barcode key ([`crate::barcode`]): scans of shop barcodes are looked up
+    /// by the key it gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barcode_key: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -441,6 +455,7 @@ pub enum ChangeData {
     SigningKey(SigningKeyChange),
     GateConfig(GateConfig),
     Presence(PresenceChange),
+    Barcode(BarcodeChange),
 }
 
 /// One entry of the server's change log:

@@ -27,6 +27,7 @@ pub use outbox::OutboxRow;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/gate/0001_init.sql"),
     include_str!("../../../migrations/gate/0004_door.sql"),
+    include_str!("../../../migrations/gate/0007_barcodes.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +238,7 @@ impl Replica {
                 "signing_keys",
                 "gates",
                 "presence",
+                "barcodes",
             ] {
                 tx.execute(&format!("DELETE FROM {table}"), [])?;
             }
@@ -354,6 +356,16 @@ impl Replica {
             &self.conn,
             "short_code = ?1",
             rusqlite::types::Value::Text(compact.to_string()),
+        )
+    }
+
+    /// The ticket a shop barcode belongs to, by the barcode's lookup key
+    /// ([`sync_protocol::barcode::lookup_key`]).
+    pub fn ticket_by_barcode(&self, key: &str) -> Result<Option<TicketRow>> {
+        ticket_by(
+            &self.conn,
+            "serial = (SELECT serial FROM barcodes WHERE key = ?1)",
+            rusqlite::types::Value::Text(key.to_string()),
         )
     }
 

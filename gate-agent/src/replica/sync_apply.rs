@@ -108,6 +108,18 @@ impl Replica {
                         .execute(params![g.gate_id.to_string(), json])?;
                     }
                 }
+                ChangeData::Barcode(b) => {
+                    if change.deleted {
+                        tx.prepare_cached("DELETE FROM barcodes WHERE key = ?1")?
+                            .execute([b.key.as_str()])?;
+                    } else {
+                        tx.prepare_cached(
+                            "INSERT INTO barcodes (key, serial) VALUES (?1, ?2)
+                             ON CONFLICT (key) DO UPDATE SET serial = excluded.serial",
+                        )?
+                        .execute(params![b.key.as_str(), i64_from(b.serial)])?;
+                    }
+                }
                 ChangeData::Presence(p) => {
                     // Latest clock wins: the server's view replaces ours only when it is at
                     // least as new, so a local admission not yet pushed is never forgotten.

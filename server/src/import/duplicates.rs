@@ -167,6 +167,8 @@ mod tests {
             organization: None,
             attention: None,
             ticket_type: None,
+            barcode: None,
+            cancelled: false,
             metadata: serde_json::Map::new(),
         }
     }

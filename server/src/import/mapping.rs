@@ -101,6 +101,10 @@ pub struct ColumnMapping {
     pub organization: Vec<Source>,
     pub attention: Vec<Source>,
     pub ticket_type: Vec<Source>,
+    /// The ticket shop's barcode (also an `external_id` fallback).
+    pub barcode: Vec<Source>,
+    /// The order's or attendee's status in the shop (cancelled, refunded, not attending).
+    pub status: Vec<Source>,
     /// Columns that feed no field; their non-empty values go to `metadata`. (A
     /// fallback source whose value a row did not use, say `"Barcode #"` when
     /// `"Attendee #"` was filled, also lands in that row's metadata.)
@@ -109,7 +113,7 @@ pub struct ColumnMapping {
 
 impl ColumnMapping {
     /// Each field's name (as used in `RowError::field`) with its sources.
-    pub fn fields(&self) -> [(&'static str, &[Source]); 7] {
+    pub fn fields(&self) -> [(&'static str, &[Source]); 9] {
         [
             ("external_id", &self.external_id),
             ("name", &self.name),
@@ -118,6 +122,8 @@ impl ColumnMapping {
             ("organization", &self.organization),
             ("attention", &self.attention),
             ("ticket_type", &self.ticket_type),
+            ("barcode", &self.barcode),
+            ("status", &self.status),
         ]
     }
 
@@ -238,6 +244,22 @@ mod aliases {
         "attendeetype",
     ];
     pub(super) const ATTENTION: &[&str] = &["attention", "attn", "note", "notes", "remarks"];
+    /// Eventbrite's `Barcode #`, pretix's ticket secret.
+    pub(super) const BARCODE: &[&str] = &[
+        "barcodenumber",
+        "barcode",
+        "ticketsecret",
+        "secret",
+        "ticketbarcode",
+    ];
+    /// Eventbrite's `Attendee Status`, pretix's order `Status`.
+    pub(super) const STATUS: &[&str] = &[
+        "attendeestatus",
+        "ticketstatus",
+        "registrationstatus",
+        "orderstatus",
+        "status",
+    ];
 
     #[cfg(test)]
     pub(super) const ALL: &[&[&str]] = &[
@@ -253,6 +275,8 @@ mod aliases {
         POSITION_ID,
         TICKET_TYPE,
         ATTENTION,
+        BARCODE,
+        STATUS,
     ];
 }
 
@@ -340,6 +364,8 @@ pub(super) fn build(raw_headers: &[String], delimiter: u8) -> Option<ColumnMappi
         organization: all(aliases::ORGANIZATION),
         attention: all(aliases::ATTENTION),
         ticket_type: all(aliases::TICKET_TYPE),
+        barcode: all(aliases::BARCODE),
+        status: all(aliases::STATUS),
         metadata: Vec::new(),
     };
     mapping.metadata = (0..raw_headers.len())

@@ -30,6 +30,12 @@
 //! | `external_id`  | External ID, Attendee #, Attendee ID, Participant ID, Registration ID, Ticket ID, Barcode #, Barcode; pretix Order code + Position ID as `CODE-ID`; ID |
 //! | `ticket_type`  | Ticket Type, Ticket, Ticket name, Product, Registration type, Attendee type |
 //! | `attention`    | Attention, Attn, Note, Notes, Remarks                                        |
+//! | `barcode`      | Barcode #, Barcode, Ticket secret, Secret (the shop's own credential)        |
+//! | `status`       | Attendee status, Ticket status, Registration status, Order status, Status    |
+//!
+//! A row whose status says the ticket is void (cancelled, canceled, refunded, not attending,
+//! deleted, declined, void, expired) is [`ImportRow::cancelled`]: it is imported with a revoked
+//! ticket.
 //!
 //! Every other non-empty cell is kept in `metadata` under its trimmed header, so
 //! nothing the organizer uploaded is silently dropped.
@@ -91,6 +97,10 @@ pub struct ImportRow {
     /// A note for the door staff ("attention", "note(s)" column).
     pub attention: Option<String>,
     pub ticket_type: Option<String>,
+    /// The ticket shop's barcode ([`sync_protocol::barcode::normalize`]d).
+    pub barcode: Option<String>,
+    /// The shop's status marks the ticket void.
+    pub cancelled: bool,
     /// Every other non-empty cell, keyed by its header (see [`Column::header`]).
     pub metadata: Map<String, Value>,
 }
@@ -306,6 +316,8 @@ impl<R: Read> ParticipantCsv<R> {
         let organization = take(&mapping.organization);
         let attention = take(&mapping.attention);
         let ticket_type = take(&mapping.ticket_type);
+        let barcode = take(&mapping.barcode);
+        let status = take(&mapping.status);
 
         let Some(name) = name else {
             let from: Vec<String> = mapping.name.iter().map(ToString::to_string).collect();
@@ -335,6 +347,23 @@ impl<R: Read> ParticipantCsv<R> {
             Some(raw) => Some(email::normalize(&raw).map_err(|why| error("email", why))?),
             None => None,
         };
+        let barcode = match barcode {
+            Some(raw) => Some(
+                sync_protocol::barcode::normalize(&raw)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        error(
+                            "barcode",
+                            format!(
+                                "{raw:?} is not a barcode: 4 to 128 letters, digits or signs, \
+                                 without spaces"
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let cancelled = status.as_deref().is_some_and(is_void_status);
 
         let metadata = cells
             .iter()
@@ -353,6 +382,8 @@ impl<R: Read> ParticipantCsv<R> {
             organization,
             attention,
             ticket_type,
+            barcode,
+            cancelled,
             metadata,
         })
     }
@@ -521,4 +552,25 @@ fn summarize(headers: &[String]) -> String {
     } else {
         out.join(", ")
     }
+}
+
+/// Whether a shop's status value means the ticket is void (see the module documentation).
+fn is_void_status(status: &str) -> bool {
+    let norm: String = status
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    matches!(
+        norm.as_str(),
+        "cancelled"
+            | "canceled"
+            | "refunded"
+            | "notattending"
+            | "deleted"
+            | "declined"
+            | "void"
+            | "voided"
+            | "expired"
+    )
 }

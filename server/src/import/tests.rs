@@ -193,6 +193,8 @@ fn simple_csv_parses_every_row() {
             organization: Some("서울대학교".to_owned()),
             attention: None,
             ticket_type: None,
+            barcode: None,
+            cancelled: false,
             metadata: serde_json::Map::new(),
         }
     );

@@ -21,6 +21,11 @@
 //! unless `issue_tickets` is false; existing participants keep theirs (a renamed holder is
 //! replicated to the gates).
 //!
+//! The shop's facts: a row's barcode becomes an extra credential of the participant's ticket
+//! (stored and replicated by its keyed lookup key, [`sync_protocol::barcode`]); a row the shop
+//! marks void (cancelled, refunded, not attending) gets, or turns its ticket into, a revoked
+//! ticket, counted in [`ImportOutcome::cancelled`].
+//!
 //! Options: `dry_run` reports what would happen and writes nothing; `partial` writes the valid
 //! rows even when some rows have errors.
 
@@ -28,6 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use serde_json::{Map, Value};
+use sync_protocol::wire::{BarcodeChange, ChangeData};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -72,7 +78,14 @@ pub struct ImportOutcome {
     pub dry_run: bool,
     /// Tickets issued for new participants.
     pub tickets_issued: u64,
+    /// Rows the shop marks void: their tickets are (or are issued) revoked.
+    pub cancelled: u64,
+    /// Shop barcodes stored or moved.
+    pub barcodes: u64,
 }
+
+/// Why an import revokes a ticket.
+pub const CANCELLED_REASON: &str = "cancelled in the ticket shop's export";
 
 enum Msg {
     Batch(Vec<Result<ImportRow, RowError>>),
@@ -147,6 +160,10 @@ where
         tickets: 0,
         errors: Vec::new(),
         error_count: 0,
+        cancelled: 0,
+        barcodes: 0,
+        hlc: state.hlc_now(),
+        pending_shop: Vec::new(),
         unspilled: 0,
         serials: None,
         lookups: true,
@@ -238,6 +255,8 @@ where
             errors: writer.errors,
             dry_run: true,
             tickets_issued: writer.tickets,
+            cancelled: writer.cancelled,
+            barcodes: writer.barcodes,
         });
     }
     writer.flush(&mut uow).await?;
@@ -249,6 +268,8 @@ where
         errors: std::mem::take(&mut writer.errors),
         dry_run: false,
         tickets_issued: writer.tickets,
+        cancelled: writer.cancelled,
+        barcodes: writer.barcodes,
     };
     store::audit::record(
         uow.tx(),
@@ -260,6 +281,7 @@ where
             "created": outcome.created, "updated": outcome.updated,
             "unchanged": outcome.unchanged, "errors": writer.error_count,
             "partial": options.partial, "tickets": outcome.tickets_issued,
+            "cancelled": outcome.cancelled, "barcodes": outcome.barcodes,
         }),
     )
     .await?;
@@ -290,6 +312,12 @@ struct Writer<'a> {
     tickets: u64,
     errors: Vec<RowError>,
     error_count: usize,
+    cancelled: u64,
+    barcodes: u64,
+    /// The server clock of the import's revocations.
+    hlc: sync_protocol::Hlc,
+    /// The shop's facts of the pending new participants' tickets.
+    pending_shop: Vec<ShopFacts>,
     /// Changes and webhook messages recorded in the unit of work since it last spilled.
     unspilled: usize,
     /// Where ticket serials come from while the transaction is open.
@@ -303,6 +331,13 @@ struct Writer<'a> {
     /// Whether endpoints subscribe to created / updated participants, and their messages.
     hook_created: bool,
     hook_updated: bool,
+}
+
+/// A row's barcode and void status, for the ticket `serial`.
+struct ShopFacts {
+    serial: i64,
+    barcode: Option<String>,
+    cancelled: bool,
 }
 
 /// Scratch-table kinds of the keys an import remembers besides the rows' own keys: the
@@ -421,6 +456,13 @@ impl Writer<'_> {
         store::participants::insert_many(tx, self.event_id, self.now, &participants).await?;
         issuing::insert_with_retry(tx, self.event_id, &mut tickets).await?;
         self.tickets += tickets.len() as u64;
+        let shop = std::mem::take(&mut self.pending_shop);
+        let revoked = self.apply_shop_facts(uow, &shop).await?;
+        for t in &mut tickets {
+            if revoked.contains(&t.serial) {
+                t.status = sync_protocol::wire::TicketStatus::Revoked.as_str().into();
+            }
+        }
         if self.hook_created {
             for p in &participants {
                 uow.webhook(
@@ -450,6 +492,102 @@ impl Writer<'_> {
         self.unspilled += changes.len();
         uow.changes(self.event_id, changes)?;
         self.maybe_spill(uow).await
+    }
+
+    /// Stores the barcodes of `facts` (with their changes) and revokes the tickets of the void
+    /// ones; returns the serials it revoked.
+    async fn apply_shop_facts(
+        &mut self,
+        uow: &mut UnitOfWork,
+        facts: &[ShopFacts],
+    ) -> Result<HashSet<i64>, Error> {
+        let mut revoked = HashSet::new();
+        if facts.is_empty() {
+            return Ok(revoked);
+        }
+        let wanted: Vec<(String, i64)> = facts
+            .iter()
+            .filter_map(|f| {
+                let code = f.barcode.as_deref()?;
+                Some((
+                    sync_protocol::barcode::lookup_key(&self.keys.barcode_key, code),
+                    f.serial,
+                ))
+            })
+            .collect();
+        let keys: Vec<String> = wanted.iter().map(|(k, _)| k.clone()).collect();
+        let known = store::barcodes::serials_of(uow.tx(), self.event_id, &keys).await?;
+        let moved: Vec<(String, i64)> = wanted
+            .into_iter()
+            .filter(|(k, s)| known.get(k) != Some(s))
+            .collect();
+        store::barcodes::upsert(uow.tx(), self.event_id, &moved).await?;
+        self.barcodes += moved.len() as u64;
+        let mut changes = Vec::with_capacity(moved.len());
+        for (key, serial) in moved {
+            changes.push((
+                ChangeData::Barcode(BarcodeChange {
+                    key,
+                    serial: u64::try_from(serial).map_err(anyhow::Error::from)?,
+                }),
+                false,
+            ));
+        }
+        for f in facts.iter().filter(|f| f.cancelled) {
+            if store::tickets::revoke(
+                uow.tx(),
+                self.event_id,
+                f.serial,
+                CANCELLED_REASON,
+                self.now,
+            )
+            .await?
+            {
+                revoked.insert(f.serial);
+                changes.push((
+                    issuing::revocation_change(f.serial, self.hlc, CANCELLED_REASON)?,
+                    false,
+                ));
+            }
+        }
+        self.unspilled += changes.len();
+        uow.changes(self.event_id, changes)?;
+        Ok(revoked)
+    }
+
+    /// [`Self::apply_shop_facts`] for existing participants' tickets, replicating the revoked
+    /// tickets' new status with the holder's name and note.
+    async fn apply_existing_shop_facts(
+        &mut self,
+        uow: &mut UnitOfWork,
+        facts: Vec<(ShopFacts, String, Option<String>)>,
+    ) -> Result<(), Error> {
+        let (facts, holders): (Vec<ShopFacts>, Vec<(String, Option<String>)>) = facts
+            .into_iter()
+            .map(|(f, name, attention)| (f, (name, attention)))
+            .unzip();
+        let revoked = self.apply_shop_facts(uow, &facts).await?;
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        let serials: Vec<i64> = revoked.iter().copied().collect();
+        let rows = store::tickets::get_many(uow.tx(), self.event_id, &serials).await?;
+        let holder: HashMap<i64, &(String, Option<String>)> = facts
+            .iter()
+            .zip(&holders)
+            .map(|(f, h)| (f.serial, h))
+            .collect();
+        let mut changes = Vec::with_capacity(rows.len());
+        for t in &rows {
+            let (name, attention) = holder
+                .get(&t.serial)
+                .map(|(n, a)| (Some(n.clone()), a.clone()))
+                .unwrap_or_default();
+            changes.push((self.keys.ticket_change(t, name, attention)?, false));
+        }
+        self.unspilled += changes.len();
+        uow.changes(self.event_id, changes)?;
+        Ok(())
     }
 
     async fn batch(&mut self, uow: &mut UnitOfWork, rows: Vec<ImportRow>) -> Result<(), Error> {
@@ -493,7 +631,8 @@ impl Writer<'_> {
             }
         }
 
-        let mut inserts: Vec<(ParticipantFields, u64)> = Vec::new();
+        let mut inserts: Vec<(ParticipantFields, u64, Option<String>, bool)> = Vec::new();
+        let mut existing_shop: Vec<(ShopFacts, String, Option<String>)> = Vec::new();
         let mut updates: Vec<(Uuid, ParticipantFields)> = Vec::new();
         let mut renamed: Vec<(i64, String, Option<String>)> = Vec::new();
         for row in rows {
@@ -524,7 +663,12 @@ impl Writer<'_> {
                             .map_err(anyhow::Error::from)?,
                     },
                     row.line,
+                    row.barcode.clone(),
+                    row.cancelled,
                 ));
+                if row.cancelled {
+                    self.cancelled += 1;
+                }
                 continue;
             };
             if let Some(&first) = touched.get(&existing.id) {
@@ -541,6 +685,22 @@ impl Writer<'_> {
                 continue;
             }
             touched.insert(existing.id, row.line);
+            if let Some(serial) = existing.ticket_serial
+                && (row.barcode.is_some() || row.cancelled)
+            {
+                if row.cancelled {
+                    self.cancelled += 1;
+                }
+                existing_shop.push((
+                    ShopFacts {
+                        serial,
+                        barcode: row.barcode.clone(),
+                        cancelled: row.cancelled,
+                    },
+                    row.name.clone(),
+                    row.attention.clone().or_else(|| existing.attention.clone()),
+                ));
+            }
             newly_touched.push((
                 existing.id.to_string(),
                 i64::try_from(row.line).map_err(anyhow::Error::from)?,
@@ -559,6 +719,10 @@ impl Writer<'_> {
             self.updated += 1;
             updates.push((existing.id, new));
         }
+        if self.write && !existing_shop.is_empty() {
+            self.apply_existing_shop_facts(uow, existing_shop).await?;
+        }
+        let tx = uow.tx();
         let remember: Vec<(&str, &str, i64)> = newly_touched
             .iter()
             .map(|(id, line)| (TOUCHED, id.as_str(), *line))
@@ -581,13 +745,20 @@ impl Writer<'_> {
             _ => 0,
         };
         let mut created: Vec<(String, i64)> = Vec::new();
-        for (fields, line) in inserts {
+        for (fields, line, barcode, cancelled) in inserts {
             let id = Uuid::now_v7();
             let serial = if self.issue_tickets {
                 let t = new_ticket(self.keys, self.event, id, next_serial, 1, self.now)?;
                 next_serial += 1;
                 let s = t.serial;
                 self.pending_tickets.push(t);
+                if barcode.is_some() || cancelled {
+                    self.pending_shop.push(ShopFacts {
+                        serial: s,
+                        barcode,
+                        cancelled,
+                    });
+                }
                 Some(s)
             } else {
                 None

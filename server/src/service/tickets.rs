@@ -28,6 +28,9 @@ pub struct EventKeys {
     pub event_tag: u32,
     pub ble_secret: [u8; 32],
     pub mesh_key: [u8; 32],
+    /// The event barcode key: shop barcodes are stored and replicated by the lookup key it
+    /// gives ([`sync_protocol::barcode`]).
+    pub barcode_key: [u8; 32],
     /// key_id → signing key, retired ones included (they still verify old tickets).
     pub signing: BTreeMap<u32, SigningKey>,
     /// The key new tickets are signed with.
@@ -111,10 +114,12 @@ impl EventKeys {
         }
         let current_key_id = current_key_id
             .ok_or_else(|| anyhow::anyhow!("event {event_id} has no active signing key"))?;
+        let ble_secret = master.open_32(&secret_aad(event_id, "ble"), &secrets.ble_secret)?;
         Ok(Some(Self {
             event_id,
             event_tag: u32::try_from(secrets.event_tag).map_err(anyhow::Error::from)?,
-            ble_secret: master.open_32(&secret_aad(event_id, "ble"), &secrets.ble_secret)?,
+            barcode_key: sync_protocol::barcode::event_key(&ble_secret),
+            ble_secret,
             mesh_key: master.open_32(&secret_aad(event_id, "mesh"), &secrets.mesh_key)?,
             signing,
             current_key_id,
@@ -287,6 +292,7 @@ mod tests {
             event_tag: 0x5553_4852,
             ble_secret: [2; 32],
             mesh_key: [3; 32],
+            barcode_key: [4; 32],
             signing,
             current_key_id: 1,
             supervisor_pin: None,

@@ -30,6 +30,7 @@ pub fn entity_of(data: &ChangeData) -> (&'static str, String) {
         ChangeData::SigningKey(k) => ("signing_key", k.key_id.to_string()),
         ChangeData::GateConfig(g) => ("gate_config", g.gate_id.to_string()),
         ChangeData::Presence(p) => ("presence", p.serial.to_string()),
+        ChangeData::Barcode(b) => ("barcode", b.key.clone()),
     }
 }
 
@@ -40,6 +41,7 @@ fn payload_json(data: &ChangeData) -> Result<String, serde_json::Error> {
         ChangeData::SigningKey(k) => serde_json::to_string(k),
         ChangeData::GateConfig(g) => serde_json::to_string(g),
         ChangeData::Presence(p) => serde_json::to_string(p),
+        ChangeData::Barcode(b) => serde_json::to_string(b),
     }
 }
 

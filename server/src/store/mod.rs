@@ -24,6 +24,7 @@ use crate::settings::Settings;
 pub mod api_keys;
 pub mod audit;
 pub mod backup;
+pub mod barcodes;
 pub mod changes;
 pub mod checkins;
 pub mod events;

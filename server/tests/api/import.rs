@@ -12,6 +12,7 @@ backend_tests!(
     import_checks_media_type_header_role_and_event,
     a_large_import_takes_the_bulk_path_and_a_renaming_reimport_upserts_the_log,
     rows_of_later_batches_are_checked_against_every_earlier_row,
+    shop_barcodes_become_keyed_credentials_and_void_rows_revoked_tickets,
 );
 
 async fn all_participants(app: &TestApp, ev: &str) -> Vec<Value> {
@@ -452,4 +453,80 @@ async fn rows_of_later_batches_are_checked_against_every_earlier_row(app: TestAp
         "{}",
         r.body
     );
+}
+
+/// A barcode column becomes a keyed credential of the ticket (replicated by its lookup key,
+/// never as text), a row the shop marks void gets a revoked ticket, and the summary counts both;
+/// re-importing the same file changes nothing; a cell that cannot be a barcode names `barcode`.
+async fn shop_barcodes_become_keyed_credentials_and_void_rows_revoked_tickets(app: TestApp) {
+    let event = app.create_event("Shop").await;
+    let ev = event["id"].as_str().unwrap();
+    let path = format!("/api/v1/events/{ev}/participants/import");
+    let csv = "Order code,Position ID,Status,Attendee name,Attendee email,Ticket secret\n\
+               Q1,1,Paid,Ana Paid,ana@example.org,sec7rq2mzx41\n\
+               Q2,1,Canceled,Ben Cancelled,ben@example.org,sec9kd0wpl22\n\
+               Q3,1,Paid,Cy Nobarcode,cy@example.org,\n";
+    let before = app.changes(ev, 0).await.len();
+    let r = app.post_csv(Some(&app.staff), &path, csv.to_owned()).await;
+    let r = r.assert_status(200);
+    assert_eq!(r["created"], 3, "{r}");
+    assert_eq!(r["cancelled"], 1, "{r}");
+    assert_eq!(r["barcodes"], 2, "{r}");
+    let people = all_participants(&app, ev).await;
+    assert_eq!(find(&people, "Ana Paid")["ticket"]["status"], "valid");
+    let ben = find(&people, "Ben Cancelled");
+    assert_eq!(ben["ticket"]["status"], "revoked");
+    let ben_serial = ben["ticket"]["serial"].as_u64().unwrap();
+    let ana_serial = find(&people, "Ana Paid")["ticket"]["serial"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        people
+            .iter()
+            .all(|p| !p.to_string().contains("sec7rq2mzx41")),
+        "the barcode is a credential, not metadata"
+    );
+
+    let changes = app.changes(ev, 0).await;
+    let mut barcodes: Vec<(String, u64)> = changes
+        .iter()
+        .filter_map(|c| match &c.data {
+            sync_protocol::wire::ChangeData::Barcode(b) => Some((b.key.clone(), b.serial)),
+            _ => None,
+        })
+        .collect();
+    barcodes.sort_by_key(|b| b.1);
+    assert_eq!(barcodes.len(), 2);
+    assert_eq!(barcodes.iter().map(|b| b.1).collect::<Vec<_>>(), {
+        let mut v = vec![ana_serial, ben_serial];
+        v.sort_unstable();
+        v
+    });
+    assert!(
+        barcodes
+            .iter()
+            .all(|(k, _)| k.len() == 32 && !k.contains("sec"))
+    );
+    assert!(changes.iter().any(|c| matches!(&c.data,
+        sync_protocol::wire::ChangeData::Revocation(r) if r.serial == ben_serial)));
+    assert!(changes.iter().any(|c| matches!(&c.data,
+        sync_protocol::wire::ChangeData::Ticket(t) if t.serial == ben_serial
+            && t.status == sync_protocol::wire::TicketStatus::Revoked)));
+    assert!(changes.len() > before);
+
+    // The same file again: nothing new to store or replicate.
+    let head = changes.iter().map(|c| c.change_seq).max().unwrap();
+    let r = app.post_csv(Some(&app.staff), &path, csv.to_owned()).await;
+    let r = r.assert_status(200);
+    assert_eq!(
+        (r["created"].as_u64(), r["barcodes"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert!(app.changes(ev, head).await.is_empty());
+
+    let bad = "Attendee name,Barcode\nDee Bad,12 34\n";
+    let r = app.post_csv(Some(&app.staff), &path, bad.to_owned()).await;
+    r.assert_problem(422, Some("barcode"));
+    assert_eq!(r.body["errors"][0]["line"], 2, "{}", r.body);
 }

@@ -121,6 +121,7 @@ pub fn gate_change(
         mesh_addr: g.mesh_addr.clone(),
         supervisor_pin: keys.supervisor_pin.clone(),
         event_status: status.phase(),
+        barcode_key: Some(hex::encode(keys.barcode_key)),
     }))
 }
 

@@ -53,6 +53,12 @@ pub struct ImportResult {
     pub dry_run: bool,
     /// Tickets issued for new participants.
     pub tickets_issued: u64,
+    /// Rows the ticket shop marks void (cancelled, refunded, not attending): their tickets are
+    /// revoked.
+    pub cancelled: u64,
+    /// The shop's barcodes stored (or moved to another ticket); a scan of one is looked up like
+    /// a short code.
+    pub barcodes: u64,
 }
 
 /// Imports participants from CSV (staff). See the module documentation for matching rules.
@@ -107,5 +113,7 @@ pub async fn import(
             .collect(),
         dry_run: outcome.dry_run,
         tickets_issued: outcome.tickets_issued,
+        cancelled: outcome.cancelled,
+        barcodes: outcome.barcodes,
     }))
 }
