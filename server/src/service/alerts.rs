@@ -92,6 +92,10 @@ pub async fn evaluate(state: &AppState) -> Result<usize, Error> {
 
 async fn evaluate_event(state: &AppState, event: &Watched) -> Result<usize, Error> {
     let rules = Rules::from_stored(event.rules.as_deref());
+    // What fires is read before the conditions: an alert another process fired after this read
+    // is not cleared on conditions older than its own (it decided on newer data, and this read
+    // would otherwise see its row but not the report that raised it).
+    let firing = store::alerts::firing(&state.db, event.id).await?;
     let now = now_ms();
     // A closed or archived event raises nothing: what still fires for it clears.
     let open = matches!(event.status.as_str(), "draft" | "live");
@@ -101,7 +105,6 @@ async fn evaluate_event(state: &AppState, event: &Watched) -> Result<usize, Erro
         EventSeen::default()
     };
     let holding = alerts::holding(&rules, &seen, now);
-    let firing = store::alerts::firing(&state.db, event.id).await?;
     let firing_keys: HashSet<(&str, &str)> = firing
         .iter()
         .map(|a| (a.kind.as_str(), a.subject.as_str()))
