@@ -48,6 +48,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    /// How often the alert evaluator runs.
+    alert_tick: Duration,
     /// The one-time password of the admin created on this start, if any (also printed).
     pub initial_admin_password: Option<String>,
 }
@@ -89,6 +91,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
         listener,
         router,
         state,
+        alert_tick: Duration::from_millis(settings.alert_tick_ms),
         initial_admin_password,
     })
 }
@@ -156,6 +159,7 @@ impl App {
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
         let webhooks = tokio::spawn(service::webhooks::run(self.state.clone()));
         let mail = tokio::spawn(service::mail::run(self.state.clone()));
+        let alerts = tokio::spawn(service::alerts::run(self.state.clone(), self.alert_tick));
         // Graceful shutdown waits for open connections; event streams and long polls would hold
         // it forever, so they end as soon as shutdown starts (`stopping`).
         let shutdown = async move {
@@ -177,6 +181,9 @@ impl App {
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(30), mail)
+            .await
+            .ok();
+        tokio::time::timeout(Duration::from_secs(10), alerts)
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(5), db.close())

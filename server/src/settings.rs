@@ -97,6 +97,11 @@ pub struct Settings {
     /// production; tests use small values.
     #[arg(long, env = "USHER_MAIL_RETRY_SCALE", default_value_t = 1.0)]
     pub mail_retry_scale: f64,
+
+    /// How often each server process evaluates the alert rules of every event, in
+    /// milliseconds (default 5000; tests use small values).
+    #[arg(long, env = "USHER_ALERT_TICK_MS", default_value_t = 5000)]
+    pub alert_tick_ms: u64,
 }
 
 impl Settings {
@@ -115,6 +120,7 @@ impl Settings {
             mail_from: "Usher <usher@localhost>".into(),
             mail_per_minute: 120,
             mail_retry_scale: 1.0,
+            alert_tick_ms: 5000,
         }
     }
 

@@ -719,3 +719,218 @@ async fn two_processes_deliver_each_webhook_once() {
     a.kill().await;
     b.kill().await;
 }
+
+// ---------------------------------------------------------------- alerts from two processes
+
+/// The `usher_alert_transitions_total` counter of a process (fired and cleared).
+async fn transitions_by(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("usher_alert_transitions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Both processes evaluate every 50 ms and see the same conditions start and end; each
+/// transition is decided by one of them and goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_fire_each_alert_transition_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pg = PgDatabase::create("usher_2proc_alerts")
+        .await
+        .expect("a fresh PostgreSQL database");
+    let deployment = Deployment {
+        database_url: pg.url.clone(),
+        master_key: format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+        env: vec![("USHER_ALERT_TICK_MS", "50".into())],
+    };
+    create_admin(&deployment).await;
+    let a = ServerProcess::start("A", &deployment).await;
+    let b = ServerProcess::start("B", &deployment).await;
+    let http = reqwest::Client::builder().build().expect("client");
+    let anon = Client {
+        http: http.clone(),
+        token: None,
+    };
+    let login = anon
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/auth/login", a.base),
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            200,
+        )
+        .await;
+    let org = Client {
+        http: http.clone(),
+        token: Some(login["access_token"].as_str().expect("token").to_owned()),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let event = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events", a.base),
+            Some(json!({"name": "Two processes, alerts", "status": "live",
+                "starts_at": rfc3339(now - time::Duration::hours(1)),
+                "ends_at": rfc3339(now + time::Duration::hours(8))})),
+            201,
+        )
+        .await;
+    let event_id = event["id"].as_str().expect("event id").to_owned();
+    let rx = receiver::Receiver::start().await;
+    let hook = org
+        .expect(
+            Method::POST,
+            &format!("{}/api/v1/events/{event_id}/webhooks", a.base),
+            Some(json!({"url": rx.url(),
+                "events": ["gate.offline", "gate.online", "alert.fired", "alert.cleared"]})),
+            201,
+        )
+        .await;
+    let secret = hook["secret"].as_str().expect("secret").to_owned();
+    org.expect(
+        Method::PUT,
+        &format!("{}/api/v1/events/{event_id}/alert-rules", b.base),
+        Some(
+            json!({"gate_offline": {"after_seconds": 30}, "outbox_depth": {"above": 5},
+            "conflict_created": {"enabled": false}, "error_rate": {"enabled": false}}),
+        ),
+        200,
+    )
+    .await;
+
+    // Gates report through both processes, alternately.
+    const GATES: usize = 12;
+    let mut gates = Vec::new();
+    for k in 0..GATES {
+        let server = if k.is_multiple_of(2) { &a } else { &b };
+        let gate = org
+            .expect(
+                Method::POST,
+                &format!("{}/api/v1/events/{event_id}/gates", server.base),
+                Some(json!({"name": format!("Gate {k}"), "direction": "both"})),
+                201,
+            )
+            .await;
+        let gate_id = gate["id"].as_str().expect("gate id").to_owned();
+        let code = org
+            .expect(
+                Method::POST,
+                &format!(
+                    "{}/api/v1/events/{event_id}/gates/{gate_id}/enrollments",
+                    server.base
+                ),
+                None,
+                201,
+            )
+            .await;
+        let enrolled = anon
+            .expect(
+                Method::POST,
+                &format!("{}/sync/v1/enroll", server.base),
+                Some(json!({"code": code["code"], "device_name": "kiosk"})),
+                201,
+            )
+            .await;
+        gates.push((
+            gate_id,
+            enrolled["credential"]
+                .as_str()
+                .expect("credential")
+                .to_owned(),
+        ));
+    }
+    let report = |k: usize, depth: u64| {
+        let server = if k.is_multiple_of(2) { &a } else { &b };
+        http.get(format!("{}/sync/v1/changes?after=0", server.base))
+            .bearer_auth(&gates[k].1)
+            .header("usher-outbox-depth", depth.to_string())
+            .send()
+    };
+    let bodies = |rx: &receiver::Receiver| -> Vec<Value> {
+        let got = rx.received();
+        receiver::once_each(&secret, &got);
+        got.iter().map(|r| r.json()).collect()
+    };
+    let count = |b: &[Value], ty: &str, kind: &str| {
+        b.iter()
+            .filter(|b| b["type"] == ty && (kind.is_empty() || b["data"]["kind"] == kind))
+            .count()
+    };
+    let wait = |ty: &'static str, kind: &'static str, n: usize| {
+        let rx = &rx;
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let got = bodies(rx);
+                if count(&got, ty, kind) >= n {
+                    // Many more ticks of both processes: a transition decided twice shows now.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    return bodies(rx);
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "{} of {n} {ty} {kind} within 30 s",
+                    count(&got, ty, kind)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // Every gate's outbox gets deep, then drains.
+    for k in 0..GATES {
+        assert_eq!(report(k, 9).await.expect("pull").status(), 200);
+    }
+    let got = wait("alert.fired", "outbox_depth", GATES).await;
+    assert_eq!(got.len(), GATES, "one alert.fired per gate: {got:#?}");
+    for k in 0..GATES {
+        assert_eq!(report(k, 0).await.expect("pull").status(), 200);
+    }
+    let got = wait("alert.cleared", "outbox_depth", GATES).await;
+    assert_eq!(got.len(), 2 * GATES, "one alert.cleared per gate: {got:#?}");
+
+    // Gate 0 falls silent past the threshold (the others keep reporting), then returns.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(31) {
+        for k in 1..GATES {
+            // Only recorded every few seconds per gate; cheap to repeat.
+            assert_eq!(report(k, 0).await.expect("pull").status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let got = wait("gate.offline", "", 1).await;
+    assert_eq!(count(&got, "gate.offline", ""), 1, "{got:#?}");
+    assert_eq!(count(&got, "alert.fired", "gate_offline"), 1, "{got:#?}");
+    let offline = got
+        .iter()
+        .find(|b| b["type"] == "gate.offline")
+        .expect("offline");
+    assert_eq!(offline["data"]["gate_id"], json!(gates[0].0));
+    assert_eq!(report(0, 0).await.expect("pull").status(), 200);
+    let got = wait("gate.online", "", 1).await;
+    assert_eq!(count(&got, "gate.online", ""), 1, "{got:#?}");
+    assert_eq!(count(&got, "alert.cleared", "gate_offline"), 1, "{got:#?}");
+    assert_eq!(got.len(), 2 * GATES + 4, "{got:#?}");
+
+    let (from_a, from_b) = (
+        transitions_by(&http, &a.base).await,
+        transitions_by(&http, &b.base).await,
+    );
+    eprintln!("alert transitions decided by A: {from_a}, by B: {from_b}");
+    assert_eq!(
+        from_a + from_b,
+        (2 * GATES + 2) as u64,
+        "each transition decided by one process"
+    );
+    rx.stop();
+    a.kill().await;
+    b.kill().await;
+}

@@ -501,6 +501,16 @@ impl Agent {
         })
     }
 
+    /// Kills the run process (as a power cut would) and waits until it is gone; [`Agent::start`]
+    /// runs it again on the same data directory.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        self.stdin = None;
+        self.decisions = None;
+    }
+
     /// Panics (with the agent's log) if the run process has exited.
     pub fn assert_running(&mut self) {
         if let Some(child) = self.child.as_mut()

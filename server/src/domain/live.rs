@@ -32,6 +32,14 @@ pub enum Live {
         kind: ConflictKind,
         ticket_serial: u64,
     },
+    /// An alert started (`firing`) or stopped firing.
+    Alert {
+        event_id: Uuid,
+        alert_id: Uuid,
+        kind: String,
+        subject: String,
+        firing: bool,
+    },
 }
 
 impl Live {
@@ -40,6 +48,7 @@ impl Live {
             Live::Changes { event_id, .. }
             | Live::Admission { event_id, .. }
             | Live::Conflict { event_id, .. }
+            | Live::Alert { event_id, .. }
             | Live::WebhooksChanged { event_id } => *event_id,
         }
     }

@@ -2,6 +2,7 @@
 //! above (`store`, `live`, `service`, `http`) may use it; it uses none of them.
 //!
 //! # Layout
+//! - [`alerts`]: alert rules, their defaults and checks, and when each condition holds.
 //! - [`error`]: the one error type of use cases and storage.
 //! - [`auth`], [`jwt`], [`crypto`]: roles, passwords, bearer tokens, the master key and sealing.
 //! - [`event`]: event status and settings.
@@ -10,6 +11,7 @@
 //! - [`text`]: how text fields are trimmed and bounded.
 //! - [`webhook`]: webhook event types, secrets, signatures and the retry schedule.
 
+pub mod alerts;
 pub mod auth;
 pub mod crypto;
 pub mod error;

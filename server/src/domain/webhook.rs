@@ -29,8 +29,10 @@ pub const TICKET_REVOKED: &str = "ticket.revoked";
 pub const GATE_OFFLINE: &str = "gate.offline";
 /// A gate that was offline is back (emitted by alerting).
 pub const GATE_ONLINE: &str = "gate.online";
-/// An alert rule started or stopped firing (emitted by alerting).
+/// An alert rule started firing (emitted by alerting).
 pub const ALERT_FIRED: &str = "alert.fired";
+/// A firing alert stopped: its condition no longer holds (emitted by alerting).
+pub const ALERT_CLEARED: &str = "alert.cleared";
 /// Sent on request (`POST …/webhooks/{id}/test`); never subscribed to.
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
@@ -46,6 +48,7 @@ pub const EVENT_TYPES: &[&str] = &[
     GATE_OFFLINE,
     GATE_ONLINE,
     ALERT_FIRED,
+    ALERT_CLEARED,
 ];
 
 /// Prefix of a secret as shown to the organizer (as Standard Webhooks does).

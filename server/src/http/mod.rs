@@ -160,7 +160,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/users/{id}", axum::routing::patch(api::users::update_user))
         .route("/auth/password", post(api::users::change_password))
-        .route("/events/{event}/arrivals", get(api::arrivals::arrivals));
+        .route("/events/{event}/arrivals", get(api::arrivals::arrivals))
+        .route(
+            "/events/{event}/alert-rules",
+            get(api::alerts::get_rules).put(api::alerts::put_rules),
+        )
+        .route("/events/{event}/alerts", get(api::alerts::list));
 
     Router::new()
         .nest("/api/v1", api)
@@ -235,6 +240,7 @@ impl utoipa::Modify for BearerAuth {
         api::mail::reset_template,
         api::door::set_supervisor_pin,
         api::users::update_user, api::users::change_password, api::arrivals::arrivals,
+        api::alerts::get_rules, api::alerts::put_rules, api::alerts::list,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),
     modifiers(&BearerAuth),
@@ -251,6 +257,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "exports", description = "Participants with check-in facts, the check-in log"),
         (name = "webhooks", description = "Webhook endpoints and their deliveries (Standard Webhooks)"),
         (name = "mail", description = "Ticket e-mail: sending, status, templates"),
+        (name = "alerts", description = "Alert rules per event and the alerts that fired"),
     )
 )]
 pub struct ApiDoc;

@@ -198,6 +198,7 @@ pub async fn send_tickets(
             event_id,
             participant_id: c.participant_id,
             ticket_serial: serial,
+            alert: None,
         });
     }
     summary.queued = rows.len() as u64;
@@ -353,6 +354,9 @@ async fn build_message(
     let internal = |e: &dyn std::fmt::Display| {
         Failure::transient(format!("the server could not build the message: {e}"))
     };
+    if c.kind == "alert" {
+        return alert_message(config, c);
+    }
     let p = store::participants::get(&state.db, c.event_id, c.participant_id)
         .await
         .map_err(|e| internal(&e))?
@@ -415,6 +419,29 @@ async fn build_message(
                 ),
         )
         .map_err(|e| internal(&e))
+}
+
+/// An alert message to a staff member: stored whole when the alert fired, sent as plain text.
+fn alert_message(config: &Config, c: &Claimed) -> Result<Message, Failure> {
+    let (Some(to), Some(subject), Some(body)) = (&c.recipient, &c.subject, &c.body) else {
+        return Err(Failure::permanent("the alert message is incomplete"));
+    };
+    let address: lettre::Address = to
+        .parse()
+        .map_err(|e| Failure::permanent(format!("the address is not deliverable: {e}")))?;
+    let from: Mailbox = config.from.parse().map_err(|e| {
+        Failure::permanent(format!(
+            "the sender {:?} is not an address: {e}",
+            config.from
+        ))
+    })?;
+    Message::builder()
+        .from(from)
+        .to(Mailbox::new(None, address))
+        .subject(subject.clone())
+        .message_id(Some(format!("<{}@usher.alert>", c.id)))
+        .singlepart(SinglePart::plain(body.clone()))
+        .map_err(|e| Failure::transient(format!("the server could not build the message: {e}")))
 }
 
 // ---------------------------------------------------------------- the worker

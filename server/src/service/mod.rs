@@ -12,7 +12,9 @@
 //! - [`users`], [`login`]: accounts and login throttling.
 //! - [`webhooks`]: webhook endpoints, the outbox written at commit, the delivery worker.
 //! - [`mail`], [`mail_outbox`]: ticket e-mail: queued at commit, sent by a worker.
+//! - [`alerts`]: alert rules and the evaluator that fires and clears alerts.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod backup;
 pub mod enroll;

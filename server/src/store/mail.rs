@@ -19,8 +19,20 @@ use super::{Db, Tx, db_run, tx_run};
 pub struct NewMail {
     pub id: Uuid,
     pub event_id: Uuid,
+    /// The participant a ticket goes to; for an alert message, the user it goes to.
     pub participant_id: Uuid,
+    /// The ticket carried; 0 for an alert message.
     pub ticket_serial: i64,
+    /// Set for an alert message to the event's staff: the message as it is to be sent.
+    pub alert: Option<AlertMail>,
+}
+
+/// An alert message, stored whole (it is built when the alert fires).
+#[derive(Debug, Clone)]
+pub struct AlertMail {
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
 }
 
 /// Queues messages, due now.
@@ -30,7 +42,8 @@ pub async fn insert(tx: &mut Tx, rows: &[NewMail], now: i64) -> sqlx::Result<()>
             Tx::Postgres(t) => {
                 let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
                     "INSERT INTO ticket_mails (id, event_id, participant_id, ticket_serial,
-                            next_attempt_at, created_at, status) ",
+                            next_attempt_at, created_at, status, kind, recipient, subject,
+                            body) ",
                 );
                 q.push_values(chunk, |mut b, r| {
                     b.push_bind(r.id)
@@ -39,14 +52,19 @@ pub async fn insert(tx: &mut Tx, rows: &[NewMail], now: i64) -> sqlx::Result<()>
                         .push_bind(r.ticket_serial)
                         .push_bind(now)
                         .push_bind(now)
-                        .push("'queued'");
+                        .push("'queued'")
+                        .push_bind(if r.alert.is_some() { "alert" } else { "ticket" })
+                        .push_bind(r.alert.as_ref().map(|a| a.recipient.clone()))
+                        .push_bind(r.alert.as_ref().map(|a| a.subject.clone()))
+                        .push_bind(r.alert.as_ref().map(|a| a.body.clone()));
                 });
                 q.build().execute(&mut **t).await?;
             }
             Tx::Sqlite(t) => {
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO ticket_mails (id, event_id, participant_id, ticket_serial,
-                            next_attempt_at, created_at, status) ",
+                            next_attempt_at, created_at, status, kind, recipient, subject,
+                            body) ",
                 );
                 q.push_values(chunk, |mut b, r| {
                     b.push_bind(r.id)
@@ -55,7 +73,11 @@ pub async fn insert(tx: &mut Tx, rows: &[NewMail], now: i64) -> sqlx::Result<()>
                         .push_bind(r.ticket_serial)
                         .push_bind(now)
                         .push_bind(now)
-                        .push("'queued'");
+                        .push("'queued'")
+                        .push_bind(if r.alert.is_some() { "alert" } else { "ticket" })
+                        .push_bind(r.alert.as_ref().map(|a| a.recipient.clone()))
+                        .push_bind(r.alert.as_ref().map(|a| a.subject.clone()))
+                        .push_bind(r.alert.as_ref().map(|a| a.body.clone()));
                 });
                 q.build().execute(&mut **t).await?;
             }
@@ -80,7 +102,8 @@ const CANDIDATE: &str = "SELECT p.id AS participant_id, t.serial AS ticket_seria
             (p.email IS NOT NULL AND p.email <> '') AS has_email,
             EXISTS (SELECT 1 FROM ticket_mails m
                     WHERE m.event_id = p.event_id AND m.participant_id = p.id
-                      AND m.ticket_serial = t.serial AND m.status IN ('queued', 'sent')) AS already
+                      AND m.ticket_serial = t.serial AND m.status IN ('queued', 'sent')
+                      AND m.kind = 'ticket') AS already
      FROM participants p
      LEFT JOIN tickets t ON t.event_id = p.event_id AND t.serial = p.ticket_serial
      WHERE p.event_id = $1 AND p.erased_at IS NULL";
@@ -116,6 +139,11 @@ pub struct Claimed {
     pub participant_id: Uuid,
     pub ticket_serial: i64,
     pub attempts: i64,
+    /// `ticket`, or `alert` (then the stored message is sent as it is).
+    pub kind: String,
+    pub recipient: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
 }
 
 /// Takes up to `limit` due messages and leases them until `lease_until`.
@@ -124,7 +152,8 @@ pub async fn claim(db: &Db, now: i64, lease_until: i64, limit: i64) -> sqlx::Res
          WHERE status = 'queued' AND next_attempt_at <= $1
            AND (locked_until IS NULL OR locked_until <= $1)
          ORDER BY next_attempt_at, id LIMIT $3";
-    const RETURNING: &str = "RETURNING id, event_id, participant_id, ticket_serial, attempts";
+    const RETURNING: &str = "RETURNING id, event_id, participant_id, ticket_serial, attempts, \
+         kind, recipient, subject, body";
     let lock = if matches!(db, Db::Postgres(_)) {
         " FOR UPDATE SKIP LOCKED"
     } else {
@@ -251,7 +280,7 @@ pub async fn list(
 ) -> sqlx::Result<Vec<MailRow>> {
     let sql = format!(
         "SELECT {MAIL_COLUMNS} FROM ticket_mails
-         WHERE event_id = $1 AND id < $2 AND ($3 IS NULL OR status = $3)
+         WHERE event_id = $1 AND id < $2 AND ($3 IS NULL OR status = $3) AND kind = 'ticket'
          ORDER BY id DESC LIMIT $4"
     );
     db_run!(db, p => {
@@ -279,7 +308,7 @@ pub async fn latest(
         Db::Postgres(p) => {
             let sql = format!(
                 "SELECT DISTINCT ON (participant_id) {MAIL_COLUMNS} FROM ticket_mails
-                 WHERE event_id = $1 AND participant_id = ANY($2)
+                 WHERE event_id = $1 AND participant_id = ANY($2) AND kind = 'ticket'
                  ORDER BY participant_id, id DESC"
             );
             sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
@@ -291,7 +320,8 @@ pub async fn latest(
         Db::Sqlite(p) => {
             let sql = format!(
                 "SELECT {MAIL_COLUMNS} FROM ticket_mails
-                 WHERE event_id = $1 AND participant_id = $2 ORDER BY id DESC LIMIT 1"
+                 WHERE event_id = $1 AND participant_id = $2 AND kind = 'ticket'
+                 ORDER BY id DESC LIMIT 1"
             );
             let mut rows = Vec::new();
             for id in participants {

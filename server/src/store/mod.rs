@@ -21,6 +21,7 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::settings::Settings;
 
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod backup;

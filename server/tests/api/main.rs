@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod alerts;
 mod api_keys;
 mod auth;
 mod changes;

@@ -10,7 +10,7 @@ use sync_protocol::Hlc;
 use uuid::Uuid;
 
 #[path = "../common/webhook_receiver.rs"]
-mod receiver;
+pub(crate) mod receiver;
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use receiver::{Receiver, once_each, verify};

@@ -9,6 +9,7 @@ use crate::service::AppState;
 use crate::store;
 use crate::store::events::EventRow;
 
+pub mod alerts;
 pub mod api_keys;
 pub mod arrivals;
 pub mod auth;

@@ -85,7 +85,7 @@ pub struct WebhookCreate {
     pub url: String,
     /// Event types to receive: `checkin.created`, `checkin.reverted`, `conflict.created`,
     /// `conflict.resolved`, `participant.created`, `participant.updated`, `ticket.revoked`,
-    /// `gate.offline`, `gate.online`, `alert.fired`.
+    /// `gate.offline`, `gate.online`, `alert.fired`, `alert.cleared`.
     pub events: Vec<String>,
     #[serde(default)]
     pub description: Option<String>,

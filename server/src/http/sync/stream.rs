@@ -39,6 +39,7 @@ fn events_for(
                             Live::Changes { .. } => "changes",
                             Live::Admission { .. } => "admission",
                             Live::Conflict { .. } => "conflict",
+                            Live::Alert { .. } => "alert",
                             // Internal to the server processes.
                             Live::WebhooksChanged { .. } => continue,
                         };
@@ -74,10 +75,10 @@ pub async fn gate_stream(
     .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-/// Dashboard stream: admissions, conflicts and change-log growth of one event (viewer role).
+/// Dashboard stream: admissions, conflicts, alerts and change-log growth of one event (viewer role).
 #[utoipa::path(get, path = "/api/v1/events/{event}/stream", tag = "live", security(("bearer" = [])),
     params(("event" = Uuid, Path, description = "Event id")),
-    responses((status = 200, description = "text/event-stream of `admission`, `conflict`, `changes` events")))]
+    responses((status = 200, description = "text/event-stream of `admission`, `conflict`, `alert`, `changes` events")))]
 pub async fn event_stream(
     State(state): State<AppState>,
     auth: Auth,

@@ -257,13 +257,15 @@
         do {
           again = false;
           const base = `/api/v1/events/${event}`;
-          const [att, gates, arrivals, conflicts] = await Promise.all([
+          const [att, gates, arrivals, conflicts, alerts] = await Promise.all([
             api("GET", `${base}/attendance`),
             api("GET", `${base}/gates`),
             api("GET", `${base}/arrivals?minutes=60`),
             api("GET", `${base}/conflicts?status=open&limit=50`),
+            api("GET", `${base}/alerts?state=firing&limit=50`),
           ]);
           render(att, gates, arrivals, conflicts);
+          renderAlerts(alerts, gates);
         } while (again);
       } catch (err) {
         state.textContent = `Could not read the counters: ${err.message}`;
@@ -313,6 +315,24 @@
       chart(arrivals);
     }
 
+    const alertTitles = {
+      gate_offline: "Gate offline", outbox_depth: "Gate outbox deep", conflict_created: "Unresolved conflicts",
+      attendance: "Attendance threshold reached", error_rate: "High share of rejected scans",
+    };
+    function renderAlerts(alerts, gates) {
+      const names = new Map(gates.items.map((g) => [g.id, g.name]));
+      const rows = alerts.items.map((a) => {
+        const tr = row([when(a.fired_at), alertTitles[a.kind] || a.kind,
+          a.subject === "event" ? "Event" : names.get(a.subject) || a.subject]);
+        tr.className = "alert-firing";
+        tr.dataset.kind = a.kind;
+        return tr;
+      });
+      text("active-alerts", String(alerts.items.length));
+      if (rows.length === 0) rows.push(row(["–", "No active alerts", ""]));
+      document.querySelector("#alerts tbody").replaceChildren(...rows);
+    }
+
     function chart(arrivals) {
       const svg = document.getElementById("arrivals-chart");
       const ns = "http://www.w3.org/2000/svg";
@@ -360,7 +380,7 @@
     const source = new EventSource(`/api/v1/events/${event}/stream`);
     source.onopen = () => { state.textContent = "Live: updates arrive as gates report."; refresh(); };
     source.onerror = () => { state.textContent = "Connection lost; reconnecting…"; };
-    for (const kind of ["admission", "conflict", "changes", "message", "gate"]) {
+    for (const kind of ["admission", "conflict", "alert", "changes", "message", "gate"]) {
       source.addEventListener(kind, () => refresh());
     }
     window.addEventListener("pagehide", () => source.close());
