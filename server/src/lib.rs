@@ -156,6 +156,7 @@ impl App {
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
         let webhooks = tokio::spawn(service::webhooks::run(self.state.clone()));
         let mail = tokio::spawn(service::mail::run(self.state.clone()));
+        let retention = tokio::spawn(service::retention::run(self.state.clone()));
         // Graceful shutdown waits for open connections; event streams and long polls would hold
         // it forever, so they end as soon as shutdown starts (`stopping`).
         let shutdown = async move {
@@ -177,6 +178,9 @@ impl App {
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(30), mail)
+            .await
+            .ok();
+        tokio::time::timeout(Duration::from_secs(30), retention)
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(5), db.close())

@@ -12,6 +12,7 @@
 //! - [`users`], [`login`]: accounts and login throttling.
 //! - [`webhooks`]: webhook endpoints, the outbox written at commit, the delivery worker.
 //! - [`mail`], [`mail_outbox`]: ticket e-mail: queued at commit, sent by a worker.
+//! - [`retention`]: the purge of archived events' personal data after their retention.
 
 pub mod api_keys;
 pub mod backup;
@@ -27,6 +28,7 @@ pub mod outbox;
 pub mod push;
 pub mod redeem;
 pub mod reports;
+pub mod retention;
 pub mod state;
 pub mod tickets;
 pub mod uow;

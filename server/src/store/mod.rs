@@ -37,6 +37,7 @@ pub mod participants;
 pub mod pgcopy;
 pub mod redeem;
 pub mod reports;
+pub mod retention;
 pub mod tickets;
 pub mod users;
 pub mod webhooks;
