@@ -444,6 +444,10 @@ async fn console_page_bench() {
             ),
             ("events", app.url("/events")),
             ("dashboard", app.url(&format!("/events/{id}/dashboard"))),
+            (
+                "dashboard counters (attendance API)",
+                app.url(&format!("/api/v1/events/{id}/attendance")),
+            ),
         ];
         for (what, url) in urls {
             let mut times = Vec::new();
