@@ -509,6 +509,15 @@ async fn an_organizer_runs_an_event_from_the_console() {
         "the key works for its event"
     );
     b.goto(&format!("{base}/api-keys")).await;
+    assert_eq!(
+        b.js(
+            "return getComputedStyle(document.getElementById('new-key')).display",
+            vec![]
+        )
+        .await,
+        json!("none"),
+        "the box of a new key is not shown once the page is reloaded"
+    );
     let row = b.text("#api-keys tbody").await;
     assert!(
         row.contains("CRM sync") && row.contains("staff") && row.contains("Console Conf"),
