@@ -3,7 +3,10 @@
 //! upload a CSV with a bad line through the form (dry run first), create a gate and read its
 //! enrollment code as text and as a QR decoded from the page's pixels, enroll a real agent with
 //! it, watch the dashboard's counters and chart move without a reload while the agent admits
-//! people, resolve a conflict, and open the report.
+//! people, resolve a conflict, read the printable report's numbers, check that every control
+//! has a label, send and resend a ticket e-mail from the participants page, create, use and
+//! revoke an API key, and do a keyboard-only pass (sign in, open an event, send an e-mail with
+//! Tab, Enter and Space).
 //!
 //! Skips (loudly) only when chromium/chromedriver are not installed. Screenshots are written to
 //! `$CARGO_TARGET_DIR/tmp/screenshots/console-*.png`.
@@ -337,7 +340,7 @@ async fn an_organizer_runs_an_event_from_the_console() {
         json!("yes")
     );
 
-    // ------------------------------------------------------------ the report
+    // ------------------------------------------------------------ the printable report
     let report_href = b
         .find("#report-link")
         .await
@@ -347,29 +350,248 @@ async fn an_organizer_runs_an_event_from_the_console() {
         .expect("the report link");
     assert!(report_href.contains("/report?format=html"), "{report_href}");
     b.click("#report-link").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let content_type = b.js("return document.contentType", vec![]).await;
-    if content_type == "text/html" {
-        let text = b.text("body").await;
-        assert!(
-            text.contains("Grace Hopper"),
-            "the printable report: {text}"
-        );
-        b.screenshot("console-09-report").await;
-    } else {
-        eprintln!(
-            "\n!!!!! the printable report (?format=html) is not served yet ({content_type}); \
-             opening the JSON report the console also links !!!!!\n"
-        );
-        b.goto(&format!("{base}/api/v1/events/{event}/report?format=json"))
-            .await;
-        let text = b.text("body").await;
-        assert!(
-            text.contains("Grace Hopper") && text.contains("Alan Turing"),
-            "the JSON report: {text}"
-        );
-        b.screenshot("console-09-report").await;
+    b.wait_until(
+        "the printable report page",
+        WAIT,
+        "return document.contentType === 'text/html' && !!document.querySelector('td[data-fact]')",
+        |v| v == true,
+    )
+    .await;
+    // The page's own cells, as printed (not the JSON): the counts the dashboard showed.
+    let facts = b
+        .js(
+            "const f = {};
+             document.querySelectorAll('td[data-fact]').forEach((td) => { f[td.dataset.fact] = td.innerText.trim(); });
+             return f;",
+            vec![],
+        )
+        .await;
+    for (key, want) in [
+        ("event||summary||registered", "4"),
+        ("event||summary||attended", "2"),
+        ("event||summary||no_shows", "2"),
+        ("event||summary||attendance_rate", "0.5"),
+        ("event||gates|North|entries", "2"),
+        ("event||gates|North|rejected", "0"),
+        ("event||conflicts|revoked_while_inside|count", "1"),
+        ("ticket_type|speaker|summary||registered", "1"),
+        ("ticket_type|attendee|summary||attended", "1"),
+    ] {
+        assert_eq!(facts[key], json!(want), "{key} in {facts}");
     }
+    let page_text = b.text("body").await;
+    assert!(page_text.contains("Grace Hopper"), "{page_text}");
+    b.screenshot("console-09-report").await;
+
+    // ------------------------------------------------------------ every control has a label
+    for path in [
+        "/events".to_owned(),
+        format!("/events/{event}"),
+        format!("/events/{event}/participants"),
+        format!("/events/{event}/import"),
+        format!("/events/{event}/gates"),
+        format!("/events/{event}/dashboard"),
+        "/users".to_owned(),
+        "/api-keys".to_owned(),
+    ] {
+        b.goto(&format!("{base}{path}")).await;
+        b.find("main h1").await;
+        let missing = b.unlabelled_controls().await;
+        assert!(
+            missing.is_empty(),
+            "{path}: controls without a label: {missing:#?}"
+        );
+    }
+
+    // ------------------------------------------------------------ ticket e-mail: send, resend
+    let participants_url = format!("{base}/events/{event}/participants");
+    let mail_cell = |name: &str| {
+        format!(
+            "const b = [...document.querySelectorAll('#participants tbody tr')]
+               .find((tr) => tr.cells[0].innerText.startsWith('{name}'));
+             return b ? b.querySelector('td.mail').innerText : null;"
+        )
+    };
+    let mails_of = |name: &str| {
+        let id = people
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["id"].as_str())
+            .unwrap_or_else(|| panic!("{name} was imported"))
+            .to_owned();
+        let api = &api;
+        let event = event.clone();
+        async move {
+            api.list_all(&format!("/api/v1/events/{event}/mails"))
+                .await
+                .into_iter()
+                .filter(|m| m["participant_id"] == json!(id))
+                .collect::<Vec<Value>>()
+        }
+    };
+    b.goto(&participants_url).await;
+    assert_eq!(
+        b.js(&mail_cell("Alan Turing"), vec![]).await,
+        json!("not sent")
+    );
+    b.click("button[aria-label='Send the ticket e-mail of Alan Turing']")
+        .await;
+    // The page reloads with the message queued; the worker sends it (to an .eml file here).
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        b.goto(&participants_url).await;
+        shown = b.js(&mail_cell("Alan Turing"), vec![]).await;
+        if shown.as_str().is_some_and(|s| s.starts_with("sent")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        shown.as_str().is_some_and(|s| s.starts_with("sent")),
+        "Alan's row shows the message as sent: {shown}"
+    );
+    assert_eq!(mails_of("Alan Turing").await.len(), 1);
+    b.click("button[aria-label='Resend the ticket e-mail of Alan Turing']")
+        .await;
+    let mut resent = 0;
+    for _ in 0..100 {
+        resent = mails_of("Alan Turing").await.len();
+        if resent == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(resent, 2, "the resend button queued a second message");
+    b.find("#participants").await;
+    b.screenshot("console-10-participants-mail").await;
+
+    // ------------------------------------------------------------ API keys
+    b.goto(&format!("{base}/api-keys")).await;
+    b.fill("#k-name", "CRM sync").await;
+    b.js(
+        "document.getElementById('k-role').value = 'staff';
+         document.getElementById('k-event').value = arguments[0];
+         return null;",
+        vec![json!(event)],
+    )
+    .await;
+    b.click("#api-key-create button[type=submit]").await;
+    let key = b
+        .wait_until(
+            "the new key, shown once",
+            WAIT,
+            "const box = document.getElementById('new-key');
+             return box && !box.hidden ? document.getElementById('new-key-value').value : null;",
+            Value::is_string,
+        )
+        .await;
+    let key = key.as_str().unwrap_or_default().to_owned();
+    assert!(key.len() > 20, "{key}");
+    b.screenshot("console-11-api-key-created").await;
+    let http = reqwest::Client::new();
+    let status = |path: String| {
+        let http = http.clone();
+        let key = key.clone();
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("a request with the API key")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status(format!("/api/v1/events/{event}/participants")).await,
+        200,
+        "the key works for its event"
+    );
+    b.goto(&format!("{base}/api-keys")).await;
+    assert_eq!(
+        b.js(
+            "return getComputedStyle(document.getElementById('new-key')).display",
+            vec![]
+        )
+        .await,
+        json!("none"),
+        "the box of a new key is not shown once the page is reloaded"
+    );
+    let row = b.text("#api-keys tbody").await;
+    assert!(
+        row.contains("CRM sync") && row.contains("staff") && row.contains("Console Conf"),
+        "{row}"
+    );
+    assert!(
+        !b.client.source().await.expect("page source").contains(&key),
+        "the secret is never on the list page"
+    );
+    let last_used = b.text("#api-keys tbody td.last-used").await;
+    assert_ne!(last_used, "never", "the list shows the key's last use");
+    b.js("window.confirm = () => true; return null", vec![])
+        .await;
+    b.click("button[aria-label='Revoke the key CRM sync']")
+        .await;
+    b.wait_until(
+        "the key to be revoked",
+        WAIT,
+        "const s = document.querySelector('#api-keys tbody td.state'); return s ? s.innerText : null;",
+        |v| v == "revoked",
+    )
+    .await;
+    assert_eq!(
+        status(format!("/api/v1/events/{event}/participants")).await,
+        401,
+        "a revoked key is refused at once"
+    );
+    b.screenshot("console-12-api-key-revoked").await;
+
+    // ------------------------------------------------------------ keyboard only
+    // Sign out, sign in, open the event's participants and send a ticket e-mail with Tab,
+    // Enter and Space alone.
+    use fantoccini::key::Key;
+    b.goto(&format!("{base}/events")).await;
+    b.find("form.signout").await;
+    b.tab_to("form.signout button", 40).await;
+    b.press(Key::Enter).await;
+    b.find("#email").await;
+    b.tab_to("#email", 10).await;
+    b.type_keys(ADMIN_EMAIL).await;
+    b.tab_to("#password", 5).await;
+    b.type_keys(NEW_PASSWORD).await;
+    b.press(Key::Enter).await;
+    b.find("#event-create").await;
+    assert!(b.url().await.ends_with("/events"), "{}", b.url().await);
+    b.tab_to(&format!("a[href='/events/{event}/participants']"), 60)
+        .await;
+    b.press(Key::Enter).await;
+    b.find("#participants").await;
+    assert!(
+        b.url()
+            .await
+            .ends_with(&format!("/events/{event}/participants")),
+        "{}",
+        b.url().await
+    );
+    let presses = b
+        .tab_to(
+            "button[aria-label='Send the ticket e-mail of Grace Hopper']",
+            120,
+        )
+        .await;
+    b.screenshot("console-13-keyboard-focus").await;
+    b.press(Key::Space).await;
+    let mut sent = 0;
+    for _ in 0..100 {
+        sent = mails_of("Grace Hopper").await.len();
+        if sent == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent, 1, "Space on the focused button sent Grace's ticket");
+    eprintln!("keyboard pass: the send button of Grace Hopper after {presses} Tab presses");
     agent.assert_running();
     b.close().await;
 }

@@ -160,6 +160,7 @@ impl App {
         let webhooks = tokio::spawn(service::webhooks::run(self.state.clone()));
         let mail = tokio::spawn(service::mail::run(self.state.clone()));
         let alerts = tokio::spawn(service::alerts::run(self.state.clone(), self.alert_tick));
+        let retention = tokio::spawn(service::retention::run(self.state.clone()));
         // Graceful shutdown waits for open connections; event streams and long polls would hold
         // it forever, so they end as soon as shutdown starts (`stopping`).
         let shutdown = async move {
@@ -184,6 +185,9 @@ impl App {
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(10), alerts)
+            .await
+            .ok();
+        tokio::time::timeout(Duration::from_secs(30), retention)
             .await
             .ok();
         tokio::time::timeout(Duration::from_secs(5), db.close())

@@ -41,6 +41,9 @@ async fn world() -> World {
             event_tag: 7,
             created_at: now,
             updated_at: now,
+            retention_days: None,
+            archived_at: None,
+            purged_at: None,
         },
         &EventSecrets {
             event_tag: 7,

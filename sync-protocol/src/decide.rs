@@ -218,6 +218,13 @@ pub fn check_event_open(phase: EventPhase, direction: Direction) -> Result<(), R
     }
 }
 
+/// Whether a scan the server stores now is a test of the gates rather than an admission: the
+/// event is still a draft. Test scans are kept in the log (flagged) and take no part in the
+/// merge, so presence, conflicts and every count start from zero when the event goes live.
+pub fn is_test_scan(phase: EventPhase) -> bool {
+    phase == EventPhase::Draft
+}
+
 /// Where the holder is, as the deciding side knows it (its replica plus what peers and the
 /// server told it, or the server's merged state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -346,6 +353,14 @@ mod tests {
     use super::*;
     use crate::ticket::TicketFields;
     use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn only_a_drafts_scans_are_tests() {
+        assert!(is_test_scan(EventPhase::Draft));
+        for phase in [EventPhase::Live, EventPhase::Closed, EventPhase::Archived] {
+            assert!(!is_test_scan(phase), "{phase:?}");
+        }
+    }
 
     fn setup() -> (SigningKey, KeyRing, TicketFields, GatePolicy) {
         let key = SigningKey::from_bytes(&[3u8; 32]);

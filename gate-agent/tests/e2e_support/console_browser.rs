@@ -189,6 +189,85 @@ impl Browser {
         (png, path)
     }
 
+    /// Presses one key on the keyboard, wherever the focus is (WebDriver key actions: the
+    /// browser handles it as a real key press, so Tab moves the focus and Enter submits).
+    pub async fn press(&self, key: fantoccini::key::Key) {
+        self.keys(&[char::from(key)]).await;
+    }
+
+    /// Types `text` with the keyboard into whatever has the focus.
+    pub async fn type_keys(&self, text: &str) {
+        let chars: Vec<char> = text.chars().collect();
+        self.keys(&chars).await;
+    }
+
+    async fn keys(&self, chars: &[char]) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".into());
+        for &c in chars {
+            actions = actions
+                .then(KeyAction::Down { value: c })
+                .then(KeyAction::Up { value: c });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|e| panic!("press keys: {e}"));
+    }
+
+    /// Presses Tab until the focused element matches `css`; returns how many presses it took
+    /// (panics after `max`).
+    pub async fn tab_to(&self, css: &str, max: usize) -> usize {
+        for n in 0..=max {
+            let here = self
+                .js(
+                    "const a = document.activeElement; return !!a && a.matches(arguments[0]);",
+                    vec![json!(css)],
+                )
+                .await;
+            if here == json!(true) {
+                return n;
+            }
+            self.press(fantoccini::key::Key::Tab).await;
+        }
+        let at = self
+            .js(
+                "const a = document.activeElement; return a ? a.outerHTML.slice(0, 200) : null;",
+                vec![],
+            )
+            .await;
+        panic!("`{css}` not reached with {max} Tab presses; the focus is on {at}");
+    }
+
+    /// The form controls and buttons of the page that have no accessible name (no `<label
+    /// for>`, no wrapping label, no `aria-label`/`aria-labelledby`, no text for a button).
+    pub async fn unlabelled_controls(&self) -> Vec<String> {
+        let v = self
+            .js(
+                "const named = (el) => {
+                   if (el.getAttribute('aria-label')) return true;
+                   const by = el.getAttribute('aria-labelledby');
+                   if (by && by.split(/\\s+/).some((id) => document.getElementById(id))) return true;
+                   if (el.labels && el.labels.length > 0) return true;
+                   if (el.tagName === 'BUTTON' && el.innerText.trim()) return true;
+                   if (el.tagName === 'INPUT' && ['submit', 'button'].includes(el.type) && el.value) return true;
+                   return false;
+                 };
+                 return [...document.querySelectorAll('input, select, textarea, button')]
+                   .filter((el) => el.type !== 'hidden' && !named(el))
+                   .map((el) => el.outerHTML.slice(0, 160));",
+                vec![],
+            )
+            .await;
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
         drop(self.driver);

@@ -46,6 +46,7 @@ pub const CHECKIN_COLUMNS: &[&str] = &[
     "operator_override",
     "undoes",
     "invalid",
+    "test",
 ];
 
 /// How an export is written.
@@ -196,6 +197,7 @@ pub async fn checkin_rows(db: &Db, event_id: Uuid) -> Result<Vec<Map<String, Val
                     .map_or(Value::Null, |u| Value::String(u.to_string())),
             );
             m.insert("invalid".into(), text(c.invalid));
+            m.insert("test".into(), Value::Bool(c.is_test));
             m
         })
         .collect();

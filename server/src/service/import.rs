@@ -286,6 +286,13 @@ where
     )
     .await?;
     uow.commit(&state.notifier).await?;
+    if outcome.created >= ANALYZE_AFTER {
+        // Without fresh statistics PostgreSQL plans the first pages of a freshly imported event
+        // as if it held a few hundred rows: it joins and sorts all of them for every page.
+        if let Err(e) = store::refresh_statistics(&state.db).await {
+            tracing::warn!(error = %e, "could not refresh the planner statistics after an import");
+        }
+    }
     metrics::counter!("usher_import_rows_total").increment(outcome.created + outcome.updated);
     metrics::counter!("usher_tickets_issued_total").increment(outcome.tickets_issued);
     tracing::info!(
@@ -297,6 +304,9 @@ where
     );
     Ok(outcome)
 }
+
+/// From this many new participants an import refreshes the planner's statistics.
+const ANALYZE_AFTER: u64 = 1_000;
 
 /// State of one import across batches.
 struct Writer<'a> {

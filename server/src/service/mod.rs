@@ -13,6 +13,7 @@
 //! - [`webhooks`]: webhook endpoints, the outbox written at commit, the delivery worker.
 //! - [`mail`], [`mail_outbox`]: ticket e-mail: queued at commit, sent by a worker.
 //! - [`alerts`]: alert rules and the evaluator that fires and clears alerts.
+//! - [`retention`]: the purge of archived events' personal data after their retention.
 
 pub mod alerts;
 pub mod api_keys;
@@ -29,6 +30,7 @@ pub mod outbox;
 pub mod push;
 pub mod redeem;
 pub mod reports;
+pub mod retention;
 pub mod state;
 pub mod tickets;
 pub mod uow;

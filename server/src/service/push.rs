@@ -141,6 +141,7 @@ pub async fn merge_push(
                 rows.push(Row {
                     checkin: c.clone(),
                     invalid: None,
+                    test: false,
                 });
             }
             Parsed::Invalid {
@@ -157,22 +158,28 @@ pub async fn merge_push(
                     })
                     .unwrap_or_else(|| placeholder(*id, *seq)),
                 invalid: Some(error.clone()),
+                test: false,
             }),
             Parsed::Invalid { .. } => {}
         }
     }
 
+    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let tx = uow.tx();
+    // Scans stored while the event is a draft are tests: kept, never folded.
+    let test = sync_protocol::decide::is_test_scan(checkins::phase(tx, gate.event_id).await?);
+    for r in &mut rows {
+        r.test = test;
+    }
+    let counts = |r: &Row| r.invalid.is_none() && !r.test;
     // Every ticket of the batch is re-folded, retries included: a retried check-in gets the
     // same outcome as the first time (and a fold is idempotent).
     let serials: BTreeSet<u64> = rows
         .iter()
-        .filter(|r| r.invalid.is_none())
+        .filter(|r| counts(r))
         .filter_map(|r| r.checkin.ticket_serial)
         .collect();
     let serial_list: Vec<u64> = serials.iter().copied().collect();
-
-    let mut uow = UnitOfWork::begin(&state.db).await?;
-    let tx = uow.tx();
     checkins::lock_tickets(tx, gate.event_id, &serial_list).await?;
     // What is stored of these tickets, read before this batch is inserted: the batch's new
     // check-ins join the fold from memory instead of being read back.
@@ -194,7 +201,7 @@ pub async fn merge_push(
     let policy = checkins::policy(tx, gate.event_id).await?;
     let pending: Vec<_> = rows
         .iter()
-        .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
+        .filter(|r| counts(r) && inserted.contains(&r.checkin.id))
         .filter_map(|r| {
             let c = &r.checkin;
             c.ticket_serial
@@ -220,7 +227,7 @@ pub async fn merge_push(
     let mut live = refolded.live.clone();
     for r in &rows {
         let c = &r.checkin;
-        if r.invalid.is_none()
+        if counts(r)
             && inserted.contains(&c.id)
             && c.decision == Decision::Admit
             && let Some(serial) = c.ticket_serial
@@ -244,7 +251,7 @@ pub async fn merge_push(
     count_movements(
         gate.gate_id,
         rows.iter()
-            .filter(|r| r.invalid.is_none() && inserted.contains(&r.checkin.id))
+            .filter(|r| counts(r) && inserted.contains(&r.checkin.id))
             .map(|r| &r.checkin),
     );
     // A conflict is new when this push stored its trigger (invalid rows name no ticket, so

@@ -4,7 +4,7 @@
 //!
 //! Definitions (also in the README's report section):
 //! - **registered**: participants of the event (an erased participant still counts, without
-//!   personal data);
+//!   personal data), as `store::reports::type_counts` counts them for the dashboard too;
 //! - **attended**: participants whose ticket has at least one effective entry (admitted, not
 //!   undone); **no-shows** = registered − attended; **attendance rate** = attended / registered,
 //!   rounded to four decimals (0 when nobody is registered);
@@ -203,8 +203,14 @@ pub fn assemble(
             .iter()
             .filter(|(_, serial)| filter(type_of.get(serial)))
             .collect();
+        let registered: i64 = input
+            .registered
+            .iter()
+            .filter(|t| filter(Some(&t.ticket_type)))
+            .map(|t| t.registered)
+            .sum();
         summary(
-            members.len() as u64,
+            u64::try_from(registered).unwrap_or(0),
             &first_ins,
             &scans,
             &input.gates,

@@ -34,6 +34,9 @@ pub(crate) fn i64_of(v: u64) -> anyhow::Result<i64> {
 pub struct Row {
     pub checkin: Checkin,
     pub invalid: Option<String>,
+    /// Stored while the event was a draft ([`sync_protocol::decide::is_test_scan`]): kept and
+    /// listed, never folded.
+    pub test: bool,
 }
 
 /// Inserts check-ins of one gate; returns the ids actually inserted (the others existed).
@@ -71,6 +74,7 @@ pub async fn insert_checkins(
             let mut overrides: Vec<Option<String>> = Vec::with_capacity(rows.len());
             let mut undoes: Vec<Option<Uuid>> = Vec::with_capacity(rows.len());
             let mut invalid: Vec<Option<String>> = Vec::with_capacity(rows.len());
+            let mut tests: Vec<bool> = Vec::with_capacity(rows.len());
             for r in rows {
                 let c = &r.checkin;
                 ids.push(c.id);
@@ -87,18 +91,20 @@ pub async fn insert_checkins(
                 overrides.push(c.operator_override.clone());
                 undoes.push(c.undoes);
                 invalid.push(r.invalid.clone());
+                tests.push(r.test);
             }
             let got: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO checkins (id, event_id, gate_id, seq, ticket_serial, code, method,
                         direction, decision, reason, hlc, scanned_at, replica_cursor,
-                        operator_override, undoes, received_at, invalid)
+                        operator_override, undoes, received_at, invalid, is_test)
                  SELECT u.id, $1, $2, u.seq, u.serial, u.code, u.method, u.dir, u.decision,
-                        u.reason, u.hlc, u.scanned, u.cursor, u.override, u.undoes, $3, u.invalid
+                        u.reason, u.hlc, u.scanned, u.cursor, u.override, u.undoes, $3, u.invalid,
+                        u.test
                  FROM UNNEST($4::uuid[], $5::int8[], $6::int8[], $7::text[], $8::text[],
                              $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[],
-                             $14::int8[], $15::text[], $16::uuid[], $17::text[])
+                             $14::int8[], $15::text[], $16::uuid[], $17::text[], $18::bool[])
                    AS u(id, seq, serial, code, method, dir, decision, reason, hlc, scanned,
-                        cursor, override, undoes, invalid)
+                        cursor, override, undoes, invalid, test)
                  ON CONFLICT DO NOTHING
                  RETURNING id",
             )
@@ -119,6 +125,7 @@ pub async fn insert_checkins(
             .bind(overrides)
             .bind(undoes)
             .bind(invalid)
+            .bind(tests)
             .fetch_all(&mut **t)
             .await?;
             inserted.extend(got);
@@ -129,9 +136,9 @@ pub async fn insert_checkins(
                 let got: Option<Uuid> = sqlx::query_scalar(
                     "INSERT INTO checkins (id, event_id, gate_id, seq, ticket_serial, code, method,
                             direction, decision, reason, hlc, scanned_at, replica_cursor,
-                            operator_override, undoes, received_at, invalid)
+                            operator_override, undoes, received_at, invalid, is_test)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                             $16, $17)
+                             $16, $17, $18)
                      ON CONFLICT DO NOTHING
                      RETURNING id",
                 )
@@ -152,6 +159,7 @@ pub async fn insert_checkins(
                 .bind(c.undoes)
                 .bind(received_at)
                 .bind(r.invalid.as_deref())
+                .bind(r.test)
                 .fetch_optional(&mut **t)
                 .await?;
                 inserted.extend(got);
@@ -197,7 +205,9 @@ async fn copy_checkins(
             Some(u) => copy.uuid(u),
             None => copy.text(None),
         };
-        copy.int(Some(received_at)).text(r.invalid.as_deref());
+        copy.int(Some(received_at))
+            .text(r.invalid.as_deref())
+            .boolean(r.test);
         copy.end_row();
     }
     sqlx::query("SAVEPOINT checkins_copy")
@@ -207,7 +217,7 @@ async fn copy_checkins(
         t,
         "COPY checkins (id, event_id, gate_id, seq, ticket_serial, code, method, direction,
                 decision, reason, hlc, scanned_at, replica_cursor, operator_override, undoes,
-                received_at, invalid) FROM STDIN",
+                received_at, invalid, is_test) FROM STDIN",
         &copy,
     )
     .await;
@@ -310,6 +320,21 @@ pub struct Refolded {
     pub live: Vec<Live>,
 }
 
+/// The event's lifecycle status as this transaction sees it (scans stored while it is a draft
+/// are tests: [`sync_protocol::decide::is_test_scan`]).
+pub async fn phase(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<sync_protocol::wire::EventPhase> {
+    let status: Option<String> = tx_run!(tx, c => {
+        sqlx::query_scalar("SELECT status FROM events WHERE id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    let status = status.ok_or_else(|| anyhow::anyhow!("event {event_id} is gone"))?;
+    Ok(crate::domain::event::EventStatus::parse(&status)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .phase())
+}
+
 /// The event's fold policy.
 pub async fn policy(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<FoldPolicy> {
     let settings: Option<String> = tx_run!(tx, c => {
@@ -379,6 +404,7 @@ pub async fn read_stored(
                                    replica_cursor, undoes
                             FROM checkins
                             WHERE event_id = $1 AND ticket_serial = s.serial AND invalid IS NULL
+                              AND NOT is_test
                             OFFSET 0) AS c)::text,
                        (SELECT coalesce(json_agg(r), '[]') FROM (
                             SELECT entity_key, change_seq, data FROM changes
@@ -419,6 +445,7 @@ pub async fn read_stored(
                  CROSS JOIN LATERAL (
                      SELECT * FROM checkins
                      WHERE event_id = $1 AND ticket_serial = s.serial AND invalid IS NULL
+                              AND NOT is_test
                      OFFSET 0) AS c",
             )
             .bind(event_id)
@@ -462,7 +489,7 @@ pub async fn read_stored(
                         undoes
                  FROM checkins
                  WHERE event_id = $1 AND ticket_serial IN (SELECT value FROM json_each($2))
-                   AND invalid IS NULL",
+                   AND invalid IS NULL AND NOT is_test",
             )
             .bind(event_id)
             .bind(&json_list)

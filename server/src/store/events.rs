@@ -17,6 +17,13 @@ pub struct EventRow {
     pub event_tag: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Days after archiving that participants' personal data is kept (`None`: until erased
+    /// by hand).
+    pub retention_days: Option<i64>,
+    /// When the event was (last) archived, unix ms.
+    pub archived_at: Option<i64>,
+    /// When the retention purge erased its participants' personal data, unix ms.
+    pub purged_at: Option<i64>,
 }
 
 /// Sealed per-event secrets (see [`crate::domain::crypto::MasterKey::seal`]).
@@ -47,7 +54,7 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<EventRow>> {
     db_run!(db, p => {
         sqlx::query_as(
             "SELECT id, name, venue, starts_at, ends_at, status, settings, event_tag, created_at,
-                    updated_at
+                    updated_at, retention_days, archived_at, purged_at
              FROM events WHERE id = $1",
         )
         .bind(id)
@@ -61,7 +68,7 @@ pub async fn get_tx(tx: &mut Tx, id: Uuid) -> sqlx::Result<Option<EventRow>> {
     tx_run!(tx, c => {
         sqlx::query_as(
             "SELECT id, name, venue, starts_at, ends_at, status, settings, event_tag, created_at,
-                    updated_at
+                    updated_at, retention_days, archived_at, purged_at
              FROM events WHERE id = $1",
         )
         .bind(id)
@@ -74,7 +81,7 @@ pub async fn list(db: &Db, after: Option<Uuid>, limit: i64) -> sqlx::Result<Vec<
     db_run!(db, p => {
         sqlx::query_as(
             "SELECT id, name, venue, starts_at, ends_at, status, settings, event_tag, created_at,
-                    updated_at
+                    updated_at, retention_days, archived_at, purged_at
              FROM events WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2",
         )
         .bind(after)
@@ -88,8 +95,9 @@ pub async fn insert(tx: &mut Tx, e: &EventRow, secrets: &EventSecrets) -> sqlx::
     tx_run!(tx, c => {
         sqlx::query(
             "INSERT INTO events (id, name, venue, starts_at, ends_at, status, settings, event_tag,
-                                 ble_secret, mesh_key, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                 ble_secret, mesh_key, created_at, updated_at, retention_days,
+                                 archived_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(e.id)
         .bind(e.name.as_str())
@@ -103,6 +111,8 @@ pub async fn insert(tx: &mut Tx, e: &EventRow, secrets: &EventSecrets) -> sqlx::
         .bind(secrets.mesh_key.as_slice())
         .bind(e.created_at)
         .bind(e.updated_at)
+        .bind(e.retention_days)
+        .bind(e.archived_at)
         .execute(&mut *c)
         .await?;
     });
@@ -113,7 +123,8 @@ pub async fn update(tx: &mut Tx, e: &EventRow) -> sqlx::Result<()> {
     tx_run!(tx, c => {
         sqlx::query(
             "UPDATE events SET name = $2, venue = $3, starts_at = $4, ends_at = $5, status = $6,
-                               settings = $7, updated_at = $8
+                               settings = $7, updated_at = $8, retention_days = $9,
+                               archived_at = $10
              WHERE id = $1",
         )
         .bind(e.id)
@@ -124,6 +135,8 @@ pub async fn update(tx: &mut Tx, e: &EventRow) -> sqlx::Result<()> {
         .bind(e.status.as_str())
         .bind(e.settings.as_str())
         .bind(e.updated_at)
+        .bind(e.retention_days)
+        .bind(e.archived_at)
         .execute(&mut *c)
         .await?;
     });

@@ -27,8 +27,9 @@ pub struct ParticipantFacts {
     pub last_exit: Option<i64>,
 }
 
-/// An effective admission: admitted, valid, not an undo, not undone.
+/// An effective admission: admitted, valid, not a test, not an undo, not undone.
 const EFFECTIVE: &str = "c.decision = 'admit' AND c.invalid IS NULL AND c.undoes IS NULL
+    AND NOT c.is_test
     AND NOT EXISTS (SELECT 1 FROM checkins u
                     WHERE u.event_id = c.event_id AND u.ticket_serial = c.ticket_serial
                       AND u.undoes = c.id)";
@@ -88,6 +89,8 @@ pub struct LogRow {
     pub operator_override: Option<String>,
     pub undoes: Option<Uuid>,
     pub invalid: Option<String>,
+    /// Made before the event first went live.
+    pub is_test: bool,
 }
 
 /// Every check-in of the event, oldest scan first: admissions, rejections and the entries that
@@ -97,7 +100,7 @@ pub async fn checkin_log(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<LogRow>> {
         sqlx::query_as(
             "SELECT c.id, g.name AS gate_name, c.seq, c.ticket_serial, c.code, c.method,
                     c.direction, c.decision, c.reason, c.scanned_at, c.received_at,
-                    c.operator_override, c.undoes, c.invalid
+                    c.operator_override, c.undoes, c.invalid, c.is_test
              FROM checkins c LEFT JOIN gates g ON g.id = c.gate_id
              WHERE c.event_id = $1 ORDER BY c.scanned_at, c.id",
         )

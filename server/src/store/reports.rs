@@ -51,6 +51,7 @@ pub struct CheckinRow {
     pub operator_override: Option<String>,
     pub undoes: Option<Uuid>,
     pub invalid: Option<String>,
+    pub is_test: bool,
 }
 
 pub async fn conflicts(
@@ -135,14 +136,14 @@ pub async fn gate_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateCount>
             "SELECT g.id, g.name, g.zone, g.is_active,
                 CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
                     AND c.decision = 'admit' AND c.direction = 'in' AND c.invalid IS NULL
-                    AND c.undoes IS NULL
+                    AND c.undoes IS NULL AND NOT c.is_test
                     AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)), 0) AS BIGINT) AS entries,
                 CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
                     AND c.decision = 'admit' AND c.direction = 'out' AND c.invalid IS NULL
-                    AND c.undoes IS NULL
+                    AND c.undoes IS NULL AND NOT c.is_test
                     AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)), 0) AS BIGINT) AS exits,
                 CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
-                    AND c.decision = 'reject' AND c.invalid IS NULL), 0) AS BIGINT) AS rejected,
+                    AND c.decision = 'reject' AND c.invalid IS NULL AND NOT c.is_test), 0) AS BIGINT) AS rejected,
                 CAST(COALESCE((SELECT count(*) FROM presence pr WHERE pr.event_id = g.event_id
                     AND pr.last_gate = g.id AND pr.inside), 0) AS BIGINT) AS inside_via,
                 (SELECT max(gc.last_seen_at) FROM gate_credentials gc WHERE gc.gate_id = g.id) AS last_seen_at
@@ -180,7 +181,7 @@ pub async fn checkins(
     Ok(db_run!(db, p => {
         sqlx::query_as(
             "SELECT id, gate_id, seq, ticket_serial, method, direction, decision, reason, hlc,
-                    scanned_at, received_at, operator_override, undoes, invalid
+                    scanned_at, received_at, operator_override, undoes, invalid, is_test
              FROM checkins
              WHERE event_id = $1 AND id < $2 AND ($3 IS NULL OR gate_id = $3)
                AND ($4 IS NULL OR ticket_serial = $4)
@@ -262,9 +263,13 @@ pub struct ReportInput {
     pub gates: Vec<ReportGate>,
     /// (kind, ticket serial) of every conflict, open or resolved.
     pub conflicts: Vec<(String, i64)>,
+    /// Registered participants per ticket type ([`type_counts`], the one definition the
+    /// dashboard uses too).
+    pub registered: Vec<TypeCount>,
 }
 
 pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> {
+    let registered = type_counts(db, event_id).await?;
     Ok(db_run!(db, p => {
         let participants = sqlx::query_as(
             "SELECT p.id, p.external_id, p.name, p.email, p.organization, p.ticket_type,
@@ -283,7 +288,7 @@ pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> 
                               AND u.undoes = c.id) AS undone,
                     c.scanned_at
              FROM checkins c
-             WHERE c.event_id = $1 AND c.invalid IS NULL AND c.undoes IS NULL
+             WHERE c.event_id = $1 AND c.invalid IS NULL AND c.undoes IS NULL AND NOT c.is_test
              ORDER BY c.scanned_at, c.id",
         )
         .bind(event_id)
@@ -301,11 +306,17 @@ pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> 
         .bind(event_id)
         .fetch_all(p)
         .await?;
-        ReportInput { participants, scans, gates, conflicts }
+        ReportInput { participants, scans, gates, conflicts, registered }
     }))
 }
 
 /// Per ticket type (`None`: no type): participants, those admitted at least once, those inside.
+///
+/// This is the one definition of **registered** (the dashboard's headline, the attendance API
+/// and the event report all read it here): every participant of the event, an erased one too
+/// (erasure keeps the row without personal data), with or without a valid ticket. **Admitted**
+/// is a participant whose current ticket has at least one effective entry in the merged
+/// presence, which is the report's "attended".
 #[derive(Debug, Clone, FromRow)]
 pub struct TypeCount {
     pub ticket_type: Option<String>,
@@ -347,7 +358,7 @@ pub async fn arrivals_per_minute(
              FROM checkins c
              WHERE c.event_id = $1 AND c.scanned_at >= $2
                AND c.decision = 'admit' AND c.direction = 'in' AND c.invalid IS NULL
-               AND c.undoes IS NULL
+               AND c.undoes IS NULL AND NOT c.is_test
                AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)
              GROUP BY c.scanned_at / 60000
              ORDER BY minute",

@@ -444,6 +444,10 @@ async fn console_page_bench() {
             ),
             ("events", app.url("/events")),
             ("dashboard", app.url(&format!("/events/{id}/dashboard"))),
+            (
+                "dashboard counters (attendance API)",
+                app.url(&format!("/api/v1/events/{id}/attendance")),
+            ),
         ];
         for (what, url) in urls {
             let mut times = Vec::new();
@@ -461,4 +465,141 @@ async fn console_page_bench() {
             );
         }
     }
+}
+
+mod participants_page_shows_the_ticket_mail_and_resends_it {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::participants_page_shows_the_ticket_mail_and_resends_it(
+            crate::helpers::Backend::Sqlite,
+        )
+        .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::participants_page_shows_the_ticket_mail_and_resends_it(
+            crate::helpers::Backend::Postgres,
+        )
+        .await;
+    }
+}
+
+/// The participants page shows each row's newest ticket e-mail (queued, with the mail server's
+/// answer while it fails) and its resend button queues the message again through the API with
+/// the session cookie and the CSRF header, as the page's script does.
+async fn participants_page_shows_the_ticket_mail_and_resends_it(backend: crate::helpers::Backend) {
+    // A mail server that refuses connections: every attempt fails with a reason.
+    let port = crate::smtp_sink::free_port();
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.smtp_url = Some(server::settings::Secret::new(format!(
+            "smtp://127.0.0.1:{port}"
+        )));
+        s.mail_retry_scale = 0.02;
+    })
+    .await;
+    let event = app.create_event("Resend").await;
+    let ev = event["id"].as_str().expect("id").to_owned();
+    let ada = app
+        .create_participant(
+            &ev,
+            json!({"name": "Ada Lovelace", "email": "ada@example.org"}),
+        )
+        .await;
+    let no_mail = app
+        .create_participant(&ev, json!({"name": "No Mail"}))
+        .await;
+    let ada_id = ada["id"].as_str().expect("id").to_owned();
+    let (cookie, _) = sign_in(&app, STAFF_EMAIL, PASSWORD).await;
+    let url = app.url(&format!("/events/{ev}/participants"));
+
+    let html = page(&cookie, &url).await.text().await.expect("body");
+    assert_eq!(
+        html.matches(r#"<span class="badge">not sent</span>"#)
+            .count(),
+        2,
+        "{html}"
+    );
+    assert!(
+        html.contains("Send the ticket e-mail of Ada Lovelace"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("e-mail of No Mail"),
+        "no button without an address: {html}"
+    );
+    let _ = no_mail;
+
+    let r = app
+        .post_empty(
+            Some(&app.staff),
+            &format!("/api/v1/events/{ev}/tickets/send"),
+        )
+        .await;
+    assert_eq!(r.assert_status(202)["queued"], 1);
+    // Wait (bounded) for a failed attempt, then read the page.
+    let mut answer = String::new();
+    for _ in 0..300 {
+        let m = app
+            .get(Some(&app.viewer), &format!("/api/v1/events/{ev}/mails"))
+            .await;
+        if let Some(e) = m.assert_status(200)["items"][0]["last_error"].as_str() {
+            answer = e.to_owned();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!answer.is_empty(), "the mail server's answer is recorded");
+    let html = page(&cookie, &url).await.text().await.expect("body");
+    assert!(
+        html.contains(r#"<span class="badge mail-queued">queued</span>"#),
+        "{html}"
+    );
+    let escaped = answer
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;");
+    assert!(
+        html.contains(&format!(r#"<span class="mail-error">{escaped}</span>"#)),
+        "the answer {answer:?} is on the page: {html}"
+    );
+    assert!(
+        html.contains("Resend the ticket e-mail of Ada Lovelace"),
+        "{html}"
+    );
+    let body_at = html.find(r#"class="resend""#).expect("a resend button");
+    let button = &html[body_at..body_at + html[body_at..].find('>').expect("end")];
+    assert!(
+        button.contains(&format!(
+            r#"data-body='{{"participant_ids": ["{ada_id}"], "resend": true}}'"#
+        )),
+        "{button}"
+    );
+    assert!(
+        button.contains(&format!("/api/v1/events/{ev}/tickets/send")),
+        "{button}"
+    );
+
+    // What the button does.
+    let r = no_redirects()
+        .post(app.url(&format!("/api/v1/events/{ev}/tickets/send")))
+        .header(COOKIE, &cookie)
+        .header("x-csrf-token", csrf_of(&html))
+        .json(&json!({"participant_ids": [ada_id], "resend": true}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let summary: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(summary["queued"], 1, "{summary}");
+    let mails = app
+        .get(Some(&app.viewer), &format!("/api/v1/events/{ev}/mails"))
+        .await;
+    let items = mails.assert_status(200)["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items.iter().all(|m| m["participant_id"] == json!(ada_id)));
 }

@@ -40,6 +40,11 @@ pub(crate) struct Gate {
 
 /// An event whose ticket window covers now, with `n` participants holding tickets.
 pub(crate) async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) {
+    event_in(app, n, "live").await
+}
+
+/// An event with this status running now, with `n` participants holding tickets.
+pub(crate) async fn event_in(app: &TestApp, n: usize, status: &str) -> (String, Vec<Value>) {
     let now = time::OffsetDateTime::now_utc();
     let fmt = |t: time::OffsetDateTime| {
         t.format(&time::format_description::well_known::Rfc3339)
@@ -49,7 +54,7 @@ pub(crate) async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) 
         .post(
             Some(&app.admin),
             "/api/v1/events",
-            json!({"name": "Live", "starts_at": fmt(now - time::Duration::hours(1)),
+            json!({"name": "Live", "status": status, "starts_at": fmt(now - time::Duration::hours(1)),
                    "ends_at": fmt(now + time::Duration::hours(8)), "venue": "Hall"}),
         )
         .await

@@ -30,7 +30,7 @@ async fn live_event(app: &TestApp) -> String {
         .post(
             Some(&app.admin),
             "/api/v1/events",
-            json!({"name": "Hooks", "starts_at": rfc3339(now - time::Duration::hours(1)),
+            json!({"name": "Hooks", "status": "live", "starts_at": rfc3339(now - time::Duration::hours(1)),
                    "ends_at": rfc3339(now + time::Duration::hours(8)), "venue": "Hall"}),
         )
         .await

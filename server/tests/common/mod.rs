@@ -74,8 +74,10 @@ pub async fn site(c: &reqwest::Client, base: &str, admin_password: &str) -> Site
     let event = id(
         ok(c.post(format!("{base}/api/v1/events"))
             .bearer_auth(&token)
-            .json(&json!({"name": "Site", "starts_at": "2026-12-01T09:00:00Z",
-                          "ends_at": "2026-12-01T18:00:00Z"}))
+            .json(
+                &json!({"name": "Site", "status": "live", "starts_at": "2026-12-01T09:00:00Z",
+                          "ends_at": "2026-12-01T18:00:00Z"}),
+            )
             .send()
             .await
             .unwrap())

@@ -236,7 +236,14 @@ pub struct Attendance {
     pub inside: u64,
     /// Distinct tickets admitted at least once.
     pub admitted_tickets: u64,
+    /// Valid tickets.
     pub tickets_issued: u64,
+    /// Participants of the event, the report's "registered" (one definition:
+    /// `store::reports::type_counts`).
+    pub registered: u64,
+    /// Participants whose current ticket has at least one effective entry, the report's
+    /// "attended".
+    pub attended: u64,
     pub open_conflicts: u64,
     pub gates: Vec<GateAttendance>,
     pub zones: Vec<ZoneAttendance>,
@@ -277,6 +284,8 @@ pub async fn attendance(
         inside: u(inside),
         admitted_tickets: u(admitted),
         tickets_issued: u(issued),
+        registered: types.iter().map(|t| u(t.registered)).sum(),
+        attended: types.iter().map(|t| u(t.admitted)).sum(),
         open_conflicts: u(open),
         gates: gates
             .into_iter()
@@ -333,6 +342,9 @@ pub struct CheckinOut {
     pub operator_override: Option<String>,
     pub undoes: Option<Uuid>,
     pub invalid: Option<String>,
+    /// Made before the event first went live: a test of the gates, left out of attendance,
+    /// the dashboard, the report and conflicts.
+    pub test: bool,
 }
 
 impl From<CheckinRow> for CheckinOut {
@@ -352,6 +364,7 @@ impl From<CheckinRow> for CheckinOut {
             operator_override: r.operator_override,
             undoes: r.undoes,
             invalid: r.invalid,
+            test: r.is_test,
         }
     }
 }

@@ -41,6 +41,16 @@ pub struct EventOut {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// Days after archiving that participants' personal data is kept; then it is erased (counts
+    /// stay). `null`: kept until erased by hand.
+    pub retention_days: Option<u32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub archived_at: Option<OffsetDateTime>,
+    /// When the retention period ended and the personal data was erased.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub purged_at: Option<OffsetDateTime>,
 }
 
 impl EventOut {
@@ -56,6 +66,13 @@ impl EventOut {
             venue: e.venue,
             created_at: ms_to_time(e.created_at),
             updated_at: ms_to_time(e.updated_at),
+            retention_days: e
+                .retention_days
+                .map(u32::try_from)
+                .transpose()
+                .map_err(anyhow::Error::from)?,
+            archived_at: e.archived_at.map(ms_to_time),
+            purged_at: e.purged_at.map(ms_to_time),
         })
     }
 }
@@ -77,6 +94,9 @@ pub struct EventCreate {
     pub status: Option<EventStatus>,
     #[serde(default)]
     pub settings: Option<EventSettings>,
+    /// Days after archiving that participants' personal data is kept (0 to 3650).
+    #[serde(default)]
+    pub retention_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -99,6 +119,25 @@ pub struct EventPatch {
     /// Replaces the settings object as a whole.
     #[serde(default)]
     pub settings: Option<EventSettings>,
+    /// Days after archiving that participants' personal data is kept (0 to 3650); `null`
+    /// keeps it until erased by hand.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub retention_days: Option<Option<i64>>,
+}
+
+/// Longest retention an organizer may set (ten years).
+pub const MAX_RETENTION_DAYS: i64 = 3650;
+
+/// A retention in days, 0 to [`MAX_RETENTION_DAYS`]; anything else is a 422 naming the field.
+fn retention_days(days: Option<i64>) -> Result<Option<i64>, Error> {
+    match days {
+        Some(d) if !(0..=MAX_RETENTION_DAYS).contains(&d) => Err(Error::validation(
+            "retention_days",
+            format!("retention_days is a number of days from 0 to {MAX_RETENTION_DAYS}"),
+        )),
+        d => Ok(d),
+    }
 }
 
 fn check_window(starts_at: i64, ends_at: i64) -> Result<(), Error> {
@@ -163,6 +202,9 @@ pub async fn create(
             event_tag: i64::from(event_tag),
             created_at: now,
             updated_at: now,
+            retention_days: retention_days(req.retention_days)?,
+            archived_at: (req.status == Some(EventStatus::Archived)).then_some(now),
+            purged_at: None,
         };
         let (secrets, key, key_change) =
             crate::service::tickets::new_event_material(&state.master, id, event_tag, now)?;
@@ -260,10 +302,17 @@ pub async fn update(
         crate::domain::event::check_transition(was, status)?;
         row.status = status.as_str().to_owned();
     }
+    if let Some(days) = req.retention_days {
+        // Allowed on an archived event too: it is how its personal data goes.
+        row.retention_days = retention_days(days)?;
+    }
     let status = EventStatus::parse(&row.status)?;
     let settings = req.settings.clone().unwrap_or_else(|| before.clone());
     row.settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
     row.updated_at = now_ms();
+    if status == EventStatus::Archived && was != EventStatus::Archived {
+        row.archived_at = Some(row.updated_at);
+    }
     store::events::update(uow.tx(), &row).await?;
     store::audit::record(
         uow.tx(),
@@ -271,7 +320,8 @@ pub async fn update(
         "event.update",
         Some(event_id),
         Some(format!("event:{event_id}")),
-        serde_json::json!({"status": row.status, "settings_changed": settings != before}),
+        serde_json::json!({"status": row.status, "settings_changed": settings != before,
+            "retention_days": row.retention_days}),
     )
     .await?;
     if settings.allow_multiple_checkins != before.allow_multiple_checkins || status != was {

@@ -37,7 +37,7 @@ use session::Session;
 /// Templates, compiled once; names ending in `.html` are auto-escaped.
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    let templates: [(&str, &str); 12] = [
+    let templates: [(&str, &str); 13] = [
         ("layout.html", include_str!("templates/layout.html")),
         ("login.html", include_str!("templates/login.html")),
         ("password.html", include_str!("templates/password.html")),
@@ -51,6 +51,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("gates.html", include_str!("templates/gates.html")),
         ("enrollment.html", include_str!("templates/enrollment.html")),
         ("users.html", include_str!("templates/users.html")),
+        ("api_keys.html", include_str!("templates/api_keys.html")),
         ("dashboard.html", include_str!("templates/dashboard.html")),
         ("error.html", include_str!("templates/error.html")),
     ];
@@ -84,6 +85,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/events/{event}/dashboard", get(dashboard_page))
         .route("/users", get(users_page))
+        .route("/api-keys", get(api_keys_page))
 }
 
 // ------------------------------------------------------------------ rendering and errors
@@ -557,6 +559,36 @@ async fn users_page(State(state): State<AppState>, c: Console) -> Result<Html<St
         "users.html",
         context! { title => "Users", user => c.user(), users => json(&users.0)?,
         me => c.0.auth.user_id.to_string() },
+    )?)
+}
+
+// ------------------------------------------------------------------ API keys
+
+async fn api_keys_page(
+    State(state): State<AppState>,
+    c: Console,
+) -> Result<Html<String>, WebError> {
+    let keys = api::api_keys::list(State(state.clone()), c.auth()).await?;
+    let events = api::events::list(
+        State(state),
+        c.auth(),
+        Query(api::PageParams {
+            cursor: None,
+            limit: Some(1000),
+        }),
+    )
+    .await?;
+    let event_names: std::collections::BTreeMap<String, String> = events
+        .0
+        .items
+        .iter()
+        .map(|e| (e.id.to_string(), e.name.clone()))
+        .collect();
+    // A new key is shown by the script from the answer to its creation, never by this page.
+    Ok(render(
+        "api_keys.html",
+        context! { title => "API keys", user => c.user(), keys => json(&keys.0)?,
+        events => json(&events.0)?, event_names },
     )?)
 }
 

@@ -382,7 +382,15 @@ async fn try_batch(
         Some(r) => r.head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0),
         None => store::changes::head_tx(tx, event_id).await?,
     };
-    let touched: BTreeSet<u64> = serials.iter().copied().collect();
+    // Scans stored while the event is a draft are tests: kept, never folded. A cached draft is
+    // read again here, so the first scans after going live count at once.
+    let test = sync_protocol::decide::is_test_scan(view.phase)
+        && sync_protocol::decide::is_test_scan(checkins::phase(tx, event_id).await?);
+    let touched: BTreeSet<u64> = if test {
+        BTreeSet::new()
+    } else {
+        serials.iter().copied().collect()
+    };
     let stored = if touched.is_empty() {
         None
     } else {
@@ -540,6 +548,7 @@ async fn try_batch(
         rows_by_gate.entry(scan.gate_id).or_default().push(Row {
             checkin,
             invalid: None,
+            test,
         });
     }
 
@@ -600,7 +609,9 @@ async fn try_batch(
     uow.commit(&state.notifier).await?;
     metrics::counter!("usher_checkins_merged_total").increment(merged as u64);
     for (gate_id, rows) in &rows_by_gate {
-        crate::service::push::count_movements(*gate_id, rows.iter().map(|r| &r.checkin));
+        if !test {
+            crate::service::push::count_movements(*gate_id, rows.iter().map(|r| &r.checkin));
+        }
     }
     for (_, out) in &outs {
         metrics::counter!("usher_redeems_total", "result" => out.decision.as_str(),

@@ -56,6 +56,7 @@
         if (el.dataset.type === "datetime") continue;
       }
       if (el.dataset.type === "datetime") v = new Date(v).toISOString();
+      else if (el.dataset.type === "int") v = Number(v);
       body[el.name] = v;
     }
     return body;
@@ -90,6 +91,15 @@
 
   function after(then, result) {
     if (then === "reload") location.reload();
+    else if (then === "show-key" && result && result.key) {
+      // A new API key: shown once, in place (a reload would lose it).
+      const box = document.getElementById("new-key");
+      const value = document.getElementById("new-key-value");
+      value.value = result.key;
+      box.hidden = false;
+      value.focus();
+      value.select();
+    }
     else if (then === "event" && result && result.id) location.href = `/events/${result.id}`;
   }
 
@@ -275,7 +285,7 @@
     }
 
     function render(att, gates, arrivals, conflicts) {
-      text("checked-in", `${att.admitted_tickets} / ${att.tickets_issued}`);
+      text("checked-in", `${att.attended} / ${att.registered}`);
       text("inside", String(att.inside));
       text("open-conflicts", String(att.open_conflicts));
       const zones = document.querySelector("#zones tbody");
