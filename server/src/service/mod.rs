@@ -12,6 +12,7 @@
 //! - [`users`], [`login`]: accounts and login throttling.
 //! - [`webhooks`]: webhook endpoints, the outbox written at commit, the delivery worker.
 //! - [`mail`], [`mail_outbox`]: ticket e-mail: queued at commit, sent by a worker.
+//! - [`ticket_doc`]: the readable ticket (PNG, SVG, PDF); [`wallet`]: Apple and Google wallet passes.
 
 pub mod api_keys;
 pub mod backup;
@@ -28,9 +29,11 @@ pub mod push;
 pub mod redeem;
 pub mod reports;
 pub mod state;
+pub mod ticket_doc;
 pub mod tickets;
 pub mod uow;
 pub mod users;
+pub mod wallet;
 pub mod webhooks;
 
 pub use state::AppState;

@@ -21,6 +21,8 @@ mod participants;
 mod report;
 mod smtp_sink;
 mod sync;
+mod ticket_docs;
 mod tickets;
 mod trust;
+mod wallet;
 mod webhooks;
