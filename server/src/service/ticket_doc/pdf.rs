@@ -256,3 +256,26 @@ pub fn one(doc: &TicketDoc) -> anyhow::Result<Vec<u8>> {
     out.extend(pdf.finish());
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_outside_win_ansi_prints_as_a_question_mark() {
+        assert_eq!(win_ansi("Zoë Müller"), b"Zo\xeb M\xfcller".to_vec());
+        assert_eq!(win_ansi("09:00 – 18:00…"), b"09:00 \x96 18:00\x85".to_vec());
+        assert_eq!(win_ansi("김민지 Kim"), b"??? Kim".to_vec());
+    }
+
+    #[test]
+    fn a_line_too_long_is_shrunk_then_cut() {
+        let font = super::super::image::font().unwrap();
+        let (text, size) = super::super::image::fit(&font, 20.0, 200.0, "Short");
+        assert_eq!((text.as_str(), size), ("Short", 20.0));
+        let long = "An extraordinarily long participant name that cannot fit";
+        let (text, size) = super::super::image::fit(&font, 20.0, 200.0, long);
+        assert!(text.ends_with('…') && text.len() < long.len(), "{text}");
+        assert!(size < 20.0);
+    }
+}
