@@ -77,11 +77,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
         );
     }
     let mail = service::mail::Config::from_settings(&settings)?;
-    let state = AppState::with_mail(
+    let wallet = service::wallet::Config::from_settings(&settings)?;
+    let state = AppState::with_wallet(
         db,
         master,
         service::webhooks::Config::from_settings(&settings),
         mail,
+        wallet,
     );
     let router = app_router(state.clone());
     let listener = TcpListener::bind(settings.listen)

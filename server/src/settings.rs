@@ -102,6 +102,45 @@ pub struct Settings {
     /// milliseconds (default 5000; tests use small values).
     #[arg(long, env = "USHER_ALERT_TICK_MS", default_value_t = 5000)]
     pub alert_tick_ms: u64,
+    /// Apple Wallet: the Pass Type ID (`pass.org.example.tickets`) of the organizer's
+    /// certificate. The five `USHER_WALLET_*` settings go together; unset = no Apple passes.
+    #[arg(long, env = "USHER_WALLET_PASS_TYPE_ID")]
+    pub wallet_pass_type_id: Option<String>,
+
+    /// Apple Wallet: the Apple developer team id the Pass Type ID belongs to.
+    #[arg(long, env = "USHER_WALLET_TEAM_ID")]
+    pub wallet_team_id: Option<String>,
+
+    /// Apple Wallet: the Pass Type ID certificate (PEM file).
+    #[arg(long, env = "USHER_WALLET_CERT")]
+    pub wallet_cert: Option<PathBuf>,
+
+    /// Apple Wallet: the certificate's private key (PEM file, PKCS#8, unencrypted RSA).
+    #[arg(long, env = "USHER_WALLET_KEY")]
+    pub wallet_key: Option<PathBuf>,
+
+    /// Apple Wallet: Apple's WWDR intermediate certificate that issued the pass certificate
+    /// (PEM file).
+    #[arg(long, env = "USHER_WALLET_WWDR")]
+    pub wallet_wwdr: Option<PathBuf>,
+
+    /// Apple Wallet: the organization name a pass shows on the lock screen.
+    #[arg(long, env = "USHER_WALLET_ORGANIZATION", default_value = "Usher")]
+    pub wallet_organization: String,
+
+    /// Google Wallet: the service account's JSON key file (with `client_email` and
+    /// `private_key`). Goes with `USHER_GOOGLE_WALLET_ISSUER_ID`; unset = no save links.
+    #[arg(long, env = "USHER_GOOGLE_WALLET_KEY")]
+    pub google_wallet_key: Option<PathBuf>,
+
+    /// Google Wallet: the issuer id from the Google Pay & Wallet console.
+    #[arg(long, env = "USHER_GOOGLE_WALLET_ISSUER_ID")]
+    pub google_wallet_issuer_id: Option<String>,
+
+    /// The address attendees reach this server at (`https://tickets.example.org`): the Apple
+    /// Wallet link in ticket e-mail points here. Unset = the e-mail carries no Apple link.
+    #[arg(long, env = "USHER_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -121,6 +160,15 @@ impl Settings {
             mail_per_minute: 120,
             mail_retry_scale: 1.0,
             alert_tick_ms: 5000,
+            wallet_pass_type_id: None,
+            wallet_team_id: None,
+            wallet_cert: None,
+            wallet_key: None,
+            wallet_wwdr: None,
+            wallet_organization: "Usher".into(),
+            google_wallet_key: None,
+            google_wallet_issuer_id: None,
+            public_url: None,
         }
     }
 
@@ -138,7 +186,8 @@ impl Settings {
         format!(
             "listen      {}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}\n\
              webhooks    timeout {} s, retry scale {}\n\
-             mail        {}, from {}, at most {} a minute",
+             mail        {}, from {}, at most {} a minute\n\
+             wallet      apple {}, google {}",
             self.listen,
             self.data_dir.display(),
             self.admin_email,
@@ -149,7 +198,9 @@ impl Settings {
                 None => format!(".eml files in {}", self.data_dir.join("mail").display()),
             },
             self.mail_from,
-            self.mail_per_minute
+            self.mail_per_minute,
+            self.wallet_pass_type_id.as_deref().unwrap_or("off"),
+            self.google_wallet_issuer_id.as_deref().unwrap_or("off"),
         )
     }
 }

@@ -50,6 +50,7 @@ pub struct MasterKey {
     seal: [u8; 32],
     session: [u8; 32],
     check: [u8; 32],
+    wallet_link: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -92,6 +93,7 @@ impl MasterKey {
             seal: derive(&master, b"usher-seal-v1"),
             session: derive(&master, b"usher-session-jwt-v1"),
             check: derive(&master, b"usher-key-check-v1"),
+            wallet_link: derive(&master, b"usher-wallet-link-v1"),
         }
     }
 
@@ -146,6 +148,11 @@ impl MasterKey {
     /// for nothing else): stored with the data on first start, compared on every start.
     pub fn check_value(&self) -> String {
         hex::encode(self.check)
+    }
+
+    /// The HMAC key of the wallet links in ticket e-mail.
+    pub fn wallet_link_key(&self) -> &[u8; 32] {
+        &self.wallet_link
     }
 
     /// The HS256 key for bearer tokens.

@@ -124,7 +124,24 @@ pub struct EventSettings {
     /// many hours.
     #[serde(default = "default_margin")]
     pub ticket_validity_margin_hours: u32,
+    /// Where the venue is: wallet passes carry it so a phone offers the ticket near the venue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue_location: Option<VenueLocation>,
 }
+
+/// A point on the map, in degrees (WGS 84).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VenueLocation {
+    /// -90 to 90.
+    pub latitude: f64,
+    /// -180 to 180.
+    pub longitude: f64,
+}
+
+// JSON carries no NaN, and `EventSettings::check` refuses anything outside the ranges, so
+// equality is total on the values that exist.
+impl Eq for VenueLocation {}
 
 impl Default for EventSettings {
     fn default() -> Self {
@@ -132,6 +149,7 @@ impl Default for EventSettings {
             allow_multiple_checkins: false,
             offline_mode: true,
             ticket_validity_margin_hours: default_margin(),
+            venue_location: None,
         }
     }
 }
@@ -147,6 +165,25 @@ impl EventSettings {
         serde_json::from_str(stored).map_err(|e| {
             Error::Internal(anyhow::anyhow!("stored event settings do not parse: {e}"))
         })
+    }
+
+    /// 422 naming the field of a value out of range (`settings.venue_location.latitude`).
+    pub fn check(&self) -> Result<(), Error> {
+        if let Some(l) = self.venue_location {
+            if !(-90.0..=90.0).contains(&l.latitude) {
+                return Err(Error::validation(
+                    "settings.venue_location.latitude",
+                    "latitude must be between -90 and 90",
+                ));
+            }
+            if !(-180.0..=180.0).contains(&l.longitude) {
+                return Err(Error::validation(
+                    "settings.venue_location.longitude",
+                    "longitude must be between -180 and 180",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The part of the settings the merge fold needs.

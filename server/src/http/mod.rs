@@ -87,6 +87,22 @@ pub fn router(state: AppState) -> Router {
             get(api::participants::ticket_svg),
         )
         .route(
+            "/events/{event}/participants/{id}/ticket.pdf",
+            get(api::ticket_docs::pdf),
+        )
+        .route(
+            "/events/{event}/tickets.pdf",
+            get(api::ticket_docs::event_pdf),
+        )
+        .route(
+            "/events/{event}/participants/{id}/ticket.pkpass",
+            get(api::ticket_docs::pkpass),
+        )
+        .route(
+            "/events/{event}/participants/{id}/wallet/google",
+            get(api::ticket_docs::google),
+        )
+        .route(
             "/events/{event}/gates",
             get(api::gates::list).post(api::gates::create),
         )
@@ -173,6 +189,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/openapi.json", get(openapi))
+        .route(
+            "/wallet/v1/apple/{token}",
+            get(api::ticket_docs::apple_link),
+        )
         .merge(sync::router())
         .merge(web::router())
         .fallback(fallback)
@@ -225,6 +245,7 @@ impl utoipa::Modify for BearerAuth {
         api::participants::list, api::participants::create, api::participants::get, api::participants::update,
         api::participants::erase, api::participants::issue_ticket, api::participants::revoke_ticket,
         api::participants::ticket_png, api::participants::ticket_svg,
+        api::ticket_docs::pdf, api::ticket_docs::event_pdf, api::ticket_docs::pkpass, api::ticket_docs::google, api::ticket_docs::apple_link,
         api::import::import,
         api::gates::list, api::gates::create, api::gates::get, api::gates::update, api::gates::deactivate, api::gates::enroll,
         sync::capabilities, sync::enroll::enroll, sync::pull::changes,

@@ -322,6 +322,29 @@ pub fn context(
     })
 }
 
+/// The wallet links of one ticket: each present when this server has that wallet configured
+/// (Apple also needs `USHER_PUBLIC_URL`).
+fn wallet_links(
+    state: &AppState,
+    event: &EventRow,
+    p: &store::participants::ParticipantRow,
+    t: &store::tickets::TicketRow,
+    keys: &EventKeys,
+) -> Result<templates::WalletView, Error> {
+    let serial = u64::try_from(t.serial).map_err(anyhow::Error::from)?;
+    let apple = state
+        .wallet
+        .apple_link(&state.master, event.id, p.id, serial)?;
+    let google = match &state.wallet.google {
+        Some(signer) => {
+            let doc = super::ticket_doc::TicketDoc::build(event, p, t, keys)?;
+            Some(signer.save_url(&doc, time::OffsetDateTime::now_utc())?)
+        }
+        None => None,
+    };
+    Ok(templates::WalletView { apple, google })
+}
+
 /// Why a message cannot be built or sent: `permanent` ones are not retried.
 #[derive(Debug)]
 struct Failure {
@@ -391,7 +414,8 @@ async fn build_message(
         return Err(Failure::transient("the event's data is missing"));
     };
     let credential = keys.credential(&ticket).map_err(|e| internal(&e))?;
-    let ctx = context(event, &p, &ticket).map_err(|e| internal(&e))?;
+    let mut ctx = context(event, &p, &ticket).map_err(|e| internal(&e))?;
+    ctx.wallet = wallet_links(state, event, &p, &ticket, keys).map_err(|e| internal(&e))?;
     let rendered = templates::render(t, &ctx).map_err(|e| Failure::permanent(e.to_string()))?;
     let png = issuing::render_png(&credential).map_err(|e| internal(&e))?;
     let png_type = ContentType::parse("image/png").map_err(|e| internal(&e))?;

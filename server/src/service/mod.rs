@@ -14,6 +14,7 @@
 //! - [`mail`], [`mail_outbox`]: ticket e-mail: queued at commit, sent by a worker.
 //! - [`alerts`]: alert rules and the evaluator that fires and clears alerts.
 //! - [`retention`]: the purge of archived events' personal data after their retention.
+//! - [`ticket_doc`]: the readable ticket (PNG, SVG, PDF); [`wallet`]: Apple and Google wallet passes.
 
 pub mod alerts;
 pub mod api_keys;
@@ -32,9 +33,11 @@ pub mod redeem;
 pub mod reports;
 pub mod retention;
 pub mod state;
+pub mod ticket_doc;
 pub mod tickets;
 pub mod uow;
 pub mod users;
+pub mod wallet;
 pub mod webhooks;
 
 pub use state::AppState;

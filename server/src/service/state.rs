@@ -36,6 +36,8 @@ pub struct Inner {
     pub webhooks: super::webhooks::Config,
     /// How ticket e-mail is sent.
     pub mail: super::mail::Config,
+    /// The wallet signers (Apple, Google) this server has.
+    pub wallet: super::wallet::Config,
 }
 
 impl AppState {
@@ -51,6 +53,17 @@ impl AppState {
         webhooks: super::webhooks::Config,
         mail: super::mail::Config,
     ) -> Self {
+        Self::with_wallet(db, master, webhooks, mail, super::wallet::Config::default())
+    }
+
+    /// [`AppState::with_mail`] with the wallet signers.
+    pub fn with_wallet(
+        db: Db,
+        master: MasterKey,
+        webhooks: super::webhooks::Config,
+        mail: super::mail::Config,
+        wallet: super::wallet::Config,
+    ) -> Self {
         let stopping = tokio_util::sync::CancellationToken::new();
         let notifier = Notifier::start(&db, stopping.clone());
         super::webhooks::follow_changes(&notifier, stopping.clone());
@@ -61,6 +74,7 @@ impl AppState {
             stopping,
             webhooks,
             mail,
+            wallet,
             db,
             master,
             login_limiter: LoginLimiter::new(10, Duration::from_secs(60)),

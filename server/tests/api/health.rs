@@ -20,6 +20,10 @@ async fn health_readiness_metrics_and_openapi_need_no_token(app: TestApp) {
         "/api/v1/events/{event}/participants",
         "/api/v1/events/{event}/participants/import",
         "/api/v1/events/{event}/participants/{id}/ticket.png",
+        "/api/v1/events/{event}/participants/{id}/ticket.pdf",
+        "/api/v1/events/{event}/participants/{id}/ticket.pkpass",
+        "/api/v1/events/{event}/participants/{id}/wallet/google",
+        "/api/v1/events/{event}/tickets.pdf",
         "/api/v1/events/{event}/gates/{gate}/enrollments",
     ] {
         assert!(

@@ -22,6 +22,8 @@ mod participants;
 mod report;
 mod smtp_sink;
 mod sync;
+mod ticket_docs;
 mod tickets;
 mod trust;
+mod wallet;
 mod webhooks;

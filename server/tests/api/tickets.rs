@@ -259,7 +259,7 @@ async fn the_camera_decoder_reads_the_ticket_png_at_gate_scales_and_angles(app: 
     let r = app
         .get(
             Some(&app.viewer),
-            &format!("/api/v1/events/{ev}/participants/{id}/ticket.png"),
+            &format!("/api/v1/events/{ev}/participants/{id}/ticket.png?layout=qr"),
         )
         .await;
     let png = LumaFrame::from_image(&image::load_from_memory(&r.bytes).expect("a PNG"));

@@ -186,6 +186,7 @@ pub async fn create(
     let ends_at = time_to_ms(req.ends_at);
     check_window(starts_at, ends_at)?;
     let settings = req.settings.unwrap_or_default();
+    settings.check()?;
     let now = now_ms();
     // The event tag is a random u32; on the rare collision draw again.
     for _attempt in 0..5 {
@@ -308,6 +309,7 @@ pub async fn update(
     }
     let status = EventStatus::parse(&row.status)?;
     let settings = req.settings.clone().unwrap_or_else(|| before.clone());
+    settings.check()?;
     row.settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
     row.updated_at = now_ms();
     if status == EventStatus::Archived && was != EventStatus::Archived {

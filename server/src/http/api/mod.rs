@@ -23,6 +23,7 @@ pub mod mail;
 pub mod participants;
 pub mod redeem;
 pub mod report;
+pub mod ticket_docs;
 pub mod users;
 pub mod webhooks;
 

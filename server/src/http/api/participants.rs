@@ -1,7 +1,7 @@
 //! Participants and their tickets:
 //! `GET|POST /api/v1/events/{event}/participants`, `GET|PATCH|DELETE …/participants/{id}`,
 //! `POST …/{id}/ticket` (issue or reissue), `POST …/{id}/ticket/revoke`,
-//! `GET …/{id}/ticket.png|.svg`.
+//! `GET …/{id}/ticket.png|.svg` (the readable ticket, or `?layout=qr` for the QR alone).
 //!
 //! Every write that a gate must know about (a new ticket, a revocation, a renamed holder) appends
 //! to the change log in the same transaction.
@@ -28,6 +28,7 @@ use crate::http::error::Problem;
 use crate::http::extract::{Json, Path, Query, double_option, from_value_at, parse_json};
 use crate::service::AppState;
 use crate::service::merge;
+use crate::service::ticket_doc::{self, TicketDoc};
 use crate::service::tickets::{self as issuing, EventKeys, new_ticket};
 use crate::service::uow::UnitOfWork;
 use crate::service::webhooks;
@@ -901,31 +902,66 @@ fn image_response(content_type: &'static str, body: impl IntoResponse) -> Respon
         .into_response()
 }
 
-/// The ticket's QR code as PNG (ECC M, quiet zone, 8 px per module).
+/// `?layout=` of the ticket images.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketImageParams {
+    /// `ticket` (default): the readable ticket (event, holder, ticket type, QR, short code);
+    /// `qr`: the QR code alone.
+    pub layout: Option<String>,
+}
+
+impl TicketImageParams {
+    /// Whether the bare QR code was asked for (422 naming `layout` for anything unknown).
+    fn qr_only(&self) -> Result<bool, Error> {
+        match self.layout.as_deref() {
+            None | Some("ticket") => Ok(false),
+            Some("qr") => Ok(true),
+            Some(_) => Err(Error::validation("layout", "layout must be ticket or qr")),
+        }
+    }
+}
+
+/// The readable ticket as PNG (the QR at 10 px per module), or with `?layout=qr` the QR code
+/// alone (ECC M, quiet zone, 8 px per module).
 #[utoipa::path(get, operation_id = "participant_ticket_png", path = "/api/v1/events/{event}/participants/{id}/ticket.png", tag = "participants", security(("bearer" = [])),
-    params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
+    params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id"), TicketImageParams),
     responses((status = 200, description = "OK", content_type = "image/png", body = Vec<u8>), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
               (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json")))]
 pub async fn ticket_png(
     State(state): State<AppState>,
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
+    Query(params): Query<TicketImageParams>,
 ) -> Result<Response, Error> {
     auth.require(Role::Viewer)?;
-    let text = current_credential(&state, event_id, id).await?;
-    Ok(image_response("image/png", issuing::render_png(&text)?))
+    if params.qr_only()? {
+        let text = current_credential(&state, event_id, id).await?;
+        return Ok(image_response("image/png", issuing::render_png(&text)?));
+    }
+    let doc = TicketDoc::load(&state, event_id, id).await?;
+    Ok(image_response("image/png", ticket_doc::image::png(&doc)?))
 }
 
-/// The ticket's QR code as SVG.
+/// The readable ticket as SVG (texts as `<text>`, the QR as rectangles), or with `?layout=qr`
+/// the QR code alone.
 #[utoipa::path(get, operation_id = "participant_ticket_svg", path = "/api/v1/events/{event}/participants/{id}/ticket.svg", tag = "participants", security(("bearer" = [])),
-    params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
+    params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id"), TicketImageParams),
     responses((status = 200, description = "OK", content_type = "image/svg+xml", body = String), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
 pub async fn ticket_svg(
     State(state): State<AppState>,
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
+    Query(params): Query<TicketImageParams>,
 ) -> Result<Response, Error> {
     auth.require(Role::Viewer)?;
-    let text = current_credential(&state, event_id, id).await?;
-    Ok(image_response("image/svg+xml", issuing::render_svg(&text)?))
+    if params.qr_only()? {
+        let text = current_credential(&state, event_id, id).await?;
+        return Ok(image_response("image/svg+xml", issuing::render_svg(&text)?));
+    }
+    let doc = TicketDoc::load(&state, event_id, id).await?;
+    Ok(image_response(
+        "image/svg+xml",
+        ticket_doc::image::svg(&doc)?,
+    ))
 }
