@@ -32,7 +32,7 @@ use crate::domain::webhook;
 use crate::domain::{Error, FieldError};
 use crate::import::{DuplicateTracker, ImportRow, ParticipantCsv, RowError};
 use crate::service::AppState;
-use crate::service::tickets::{self as issuing, EventKeys, new_ticket};
+use crate::service::tickets::{self as issuing, EventKeys, Holder, new_ticket};
 use crate::service::uow::UnitOfWork;
 use crate::service::webhooks;
 use crate::store::participants::{MatchRow, NewParticipant, ParticipantFields};
@@ -399,8 +399,9 @@ impl Writer<'_> {
             self.changes.push((
                 self.keys.ticket_change(
                     t,
-                    holder.map(|p| p.fields.name.clone()),
-                    holder.and_then(|p| p.fields.attention.clone()),
+                    holder
+                        .map(|p| Holder::of_fields(&p.fields))
+                        .unwrap_or_default(),
                 )?,
                 false,
             ));
@@ -436,7 +437,7 @@ impl Writer<'_> {
 
         let mut inserts: Vec<(ParticipantFields, u64)> = Vec::new();
         let mut updates: Vec<(Uuid, ParticipantFields)> = Vec::new();
-        let mut renamed: Vec<(i64, String, Option<String>)> = Vec::new();
+        let mut renamed: Vec<(i64, Holder)> = Vec::new();
         for row in rows {
             let email_key = store::participants::email_key(row.email.as_deref());
             let matched = row
@@ -488,9 +489,11 @@ impl Writer<'_> {
             }
             if let Some(serial) = existing.ticket_serial
                 && (existing.name.as_deref() != Some(new.name.as_str())
-                    || existing.attention != new.attention)
+                    || existing.attention != new.attention
+                    || existing.organization != new.organization
+                    || existing.ticket_type != new.ticket_type)
             {
-                renamed.push((serial, new.name.clone(), new.attention.clone()));
+                renamed.push((serial, Holder::of_fields(&new)));
             }
             self.updated += 1;
             updates.push((existing.id, new));
@@ -557,12 +560,12 @@ impl Writer<'_> {
                     .map(|t| (t.serial, t))
                     .collect();
             let mut seen = HashSet::new();
-            for (serial, name, attention) in renamed {
+            for (serial, holder) in renamed {
                 if let Some(t) = rows.get(&serial)
                     && seen.insert(serial)
                 {
                     self.changes
-                        .push((self.keys.ticket_change(t, Some(name), attention)?, false));
+                        .push((self.keys.ticket_change(t, holder)?, false));
                 }
             }
         }

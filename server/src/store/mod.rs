@@ -24,6 +24,7 @@ use crate::settings::Settings;
 pub mod api_keys;
 pub mod audit;
 pub mod backup;
+pub mod capacity;
 pub mod changes;
 pub mod checkins;
 pub mod events;
@@ -40,6 +41,7 @@ pub mod reports;
 pub mod tickets;
 pub mod users;
 pub mod webhooks;
+pub mod zones;
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-sqlite");

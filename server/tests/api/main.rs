@@ -24,3 +24,4 @@ mod sync;
 mod tickets;
 mod trust;
 mod webhooks;
+mod zones;

@@ -147,6 +147,7 @@ pub async fn create(
     let ends_at = time_to_ms(req.ends_at);
     check_window(starts_at, ends_at)?;
     let settings = req.settings.unwrap_or_default();
+    settings.validate()?;
     let now = now_ms();
     // The event tag is a random u32; on the rare collision draw again.
     for _attempt in 0..5 {
@@ -262,6 +263,7 @@ pub async fn update(
     }
     let status = EventStatus::parse(&row.status)?;
     let settings = req.settings.clone().unwrap_or_else(|| before.clone());
+    settings.validate()?;
     row.settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
     row.updated_at = now_ms();
     store::events::update(uow.tx(), &row).await?;
@@ -274,7 +276,12 @@ pub async fn update(
         serde_json::json!({"status": row.status, "settings_changed": settings != before}),
     )
     .await?;
-    if settings.allow_multiple_checkins != before.allow_multiple_checkins || status != was {
+    if settings.allow_multiple_checkins != before.allow_multiple_checkins
+        || settings.daily_checkout() != before.daily_checkout()
+        || settings.utc_offset_minutes != before.utc_offset_minutes
+        || settings.ticket_types != before.ticket_types
+        || status != was
+    {
         let gates = store::gates::list_tx(uow.tx(), event_id).await?;
         let changes = gates
             .iter()

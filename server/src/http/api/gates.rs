@@ -121,6 +121,10 @@ pub fn gate_change(
         mesh_addr: g.mesh_addr.clone(),
         supervisor_pin: keys.supervisor_pin.clone(),
         event_status: status.phase(),
+        zones: keys.zones.clone(),
+        auto_checkout: settings.daily_checkout(),
+        utc_offset_minutes: settings.utc_offset_minutes,
+        ticket_types: settings.ticket_types.clone(),
     }))
 }
 

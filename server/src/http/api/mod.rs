@@ -24,6 +24,7 @@ pub mod redeem;
 pub mod report;
 pub mod users;
 pub mod webhooks;
+pub mod zones;
 
 /// A page of a list: `{"items": [...], "next_cursor": null | "..."}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
