@@ -13,6 +13,8 @@ backend_tests!(
     zones_are_created_checked_changed_and_replicated_to_every_gate,
     two_offline_gates_overshooting_a_zone_give_one_over_capacity_conflict,
     concurrent_pushes_into_one_zone_still_see_each_other,
+    multi_day_settings_are_checked_and_replicated,
+    after_the_daily_check_out_a_new_days_entry_is_no_conflict_and_nobody_counts_inside,
 );
 
 async fn zone_gate(app: &TestApp, event: &str, name: &str, mask: u16) -> Gate {
@@ -249,4 +251,146 @@ async fn concurrent_pushes_into_one_zone_still_see_each_other(app: TestApp) {
     let found = over_capacity(&app, &event).await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["checkin_ids"], json!([cb["id"]]));
+}
+
+async fn patch_settings(app: &TestApp, event: &str, settings: Value) -> crate::helpers::Resp {
+    app.patch(
+        Some(&app.admin),
+        &format!("/api/v1/events/{event}"),
+        json!({ "settings": settings }),
+    )
+    .await
+}
+
+async fn multi_day_settings_are_checked_and_replicated(app: TestApp) {
+    let (event, _) = live_event(&app, 1).await;
+    let gate = zone_gate(&app, &event, "Door", 0).await;
+    patch_settings(&app, &event, json!({"auto_checkout_at": "25:00"}))
+        .await
+        .assert_problem(422, Some("settings.auto_checkout_at"));
+    patch_settings(&app, &event, json!({"utc_offset_minutes": 900}))
+        .await
+        .assert_problem(422, Some("settings.utc_offset_minutes"));
+    patch_settings(
+        &app,
+        &event,
+        json!({"ticket_types": [{"name": "Day 1", "valid_days": ["2026-02-30"]}]}),
+    )
+    .await
+    .assert_problem(422, Some("settings.ticket_types[0].valid_days"));
+    patch_settings(
+        &app,
+        &event,
+        json!({"ticket_types": [{"name": "Day 1", "entries_per_day": 0}]}),
+    )
+    .await
+    .assert_problem(422, Some("settings.ticket_types[0].entries_per_day"));
+    patch_settings(
+        &app,
+        &event,
+        json!({"auto_checkout_at": "03:00", "utc_offset_minutes": 60,
+               "ticket_types": [{"name": "Day 1", "valid_days": ["2026-12-01"], "entries_per_day": 2}]}),
+    )
+    .await
+    .assert_status(200);
+    let cfg = config_of(&app, &event, &gate.id).await;
+    assert_eq!(cfg.utc_offset_minutes, 60);
+    let checkout = cfg
+        .auto_checkout
+        .expect("the daily check-out is replicated");
+    assert_eq!(
+        (checkout.minute_of_day, checkout.utc_offset_minutes),
+        (180, 60)
+    );
+    assert_eq!(cfg.ticket_types.len(), 1);
+    assert_eq!(cfg.ticket_types[0].entries_per_day, Some(2));
+}
+
+async fn after_the_daily_check_out_a_new_days_entry_is_no_conflict_and_nobody_counts_inside(
+    app: TestApp,
+) {
+    let (event, people) = live_event(&app, 2).await;
+    // The check-out was 02:00 UTC (03:00 at UTC+1) today; the entries below were yesterday.
+    let now = now_ms();
+    let day = 86_400_000;
+    let checkout_ms = now / day * day + 2 * 3_600_000;
+    let checkout_ms = if checkout_ms > now {
+        checkout_ms - day
+    } else {
+        checkout_ms
+    };
+    patch_settings(
+        &app,
+        &event,
+        json!({"auto_checkout_at": "03:00", "utc_offset_minutes": 60}),
+    )
+    .await
+    .assert_status(200);
+    let a = zone_gate(&app, &event, "A", 0).await;
+    let b = zone_gate(&app, &event, "B", 0).await;
+    // 23:00 local the evening before (checked out at 03:00 local).
+    let before = checkout_ms - 4 * 3_600_000;
+    let (p0, p1) = (serial(&people[0]), serial(&people[1]));
+    push(
+        &app,
+        &a,
+        vec![
+            checkin(a.next_seq, p0, "in", before - 60_000, 0),
+            checkin(a.next_seq + 1, p1, "in", before - 50_000, 0),
+        ],
+    )
+    .await
+    .assert_status(200);
+    // Nobody scanned out; after the check-out both count as outside.
+    let att = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/attendance"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(att["inside"], 0, "{att}");
+    assert_eq!(att["admitted_tickets"], 2, "{att}");
+    // The next morning one comes back through another gate: an entry, not a duplicate.
+    let again = checkin(b.next_seq, p0, "in", checkout_ms + 60_000, 0);
+    let r = push(&app, &b, vec![again]).await.assert_status(200).clone();
+    assert_eq!(r["results"][0]["conflicts"], json!([]), "{r}");
+    assert_eq!(r["results"][0]["outcome"], "inside");
+    let conflicts = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/conflicts"),
+        )
+        .await
+        .assert_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(conflicts.is_empty(), "{conflicts:?}");
+    let att = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/attendance"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(att["inside"], 1, "{att}");
+    // The gates learn that entry as the new day's first.
+    let presence = app
+        .changes(&event, 0)
+        .await
+        .into_iter()
+        .filter_map(|c| match c.data {
+            ChangeData::Presence(p) if p.serial == p0 => Some(p),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    assert_eq!((presence.entries, presence.day_entries), (2, 1));
+    assert_eq!(
+        presence.day,
+        sync_protocol::days::local_day(checkout_ms + 60_000, 60)
+    );
 }
