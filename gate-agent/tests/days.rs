@@ -95,6 +95,16 @@ fn a_day_ticket_opens_its_day_only_and_up_to_its_daily_limit() {
     assert_eq!(pass(&mut g, &f, 2, Direction::Out), admit);
     // A ticket whose type has no rule (or no type) is not limited.
     assert_eq!(pass(&mut g, &f, 3, Direction::In), admit);
+    // Search results carry the holder's organization and ticket type.
+    let hits = g.replica().search("Attendee 2", 5).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(
+        (
+            hits[0].organization.as_deref(),
+            hits[0].ticket_type.as_deref()
+        ),
+        (Some("Acme"), Some("Wednesday"))
+    );
 }
 
 #[test]
