@@ -14,11 +14,13 @@ use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
 use sync_protocol::barcode;
 use sync_protocol::ble::{BleCredential, BleError, slot_at};
+use sync_protocol::days::{check_day, local_day};
 use sync_protocol::decide::{
     Credential, EntryPolicy, GatePolicy, Presence, Verdict, check_event_open, check_holder,
     check_row, check_signed, direction_for, parse_text, settle,
 };
 use sync_protocol::wire::{Checkin, Decision, Direction, GateConfig, Method, Reason, TicketStatus};
+use sync_protocol::zones::{check_capacity, defined_zone_mask, gate_zones, is_transfer};
 use sync_protocol::{Hlc, HlcClock, KeyRing};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -103,6 +105,12 @@ pub struct ScanOutcome {
     /// refuses them was made, as this gate knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<LastSeen>,
+    /// Shown beside an admission: the zone reached its soft threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Set on a zone transfer: the exit recorded before this entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_exit: Option<Uuid>,
     /// The verified `U1:` text that was scanned, for the badge's QR; never serialized (the
     /// decision log and the screen's stream do not carry credentials).
     #[serde(skip)]
@@ -123,6 +131,8 @@ struct Cache {
     cursor: u64,
     keys: KeyRing,
     config: Option<GateConfig>,
+    /// Every gate of the event with the defined zones it admits into.
+    zone_gates: Vec<(Uuid, u16)>,
 }
 
 /// The decision engine of one gate. Owns one replica connection.
@@ -187,10 +197,23 @@ impl Gate {
         if self.cache.as_ref().is_some_and(|c| c.cursor == cursor) {
             return Ok(());
         }
+        let config = self.replica.gate_config(self.enrollment.gate_id)?;
+        let zones = config.as_ref().map(|c| c.zones.as_slice()).unwrap_or(&[]);
+        let zone_gates = if zones.is_empty() {
+            Vec::new()
+        } else {
+            self.replica
+                .all_configs()?
+                .iter()
+                .map(|g| (g.gate_id, defined_zone_mask(g.zone_mask, zones)))
+                .filter(|(_, m)| *m != 0)
+                .collect()
+        };
         self.cache = Some(Cache {
             cursor,
             keys: self.replica.key_ring()?,
-            config: self.replica.gate_config(self.enrollment.gate_id)?,
+            config,
+            zone_gates,
         });
         Ok(())
     }
@@ -359,6 +382,11 @@ impl Gate {
             Some(c) => c,
             None => return reqs.iter().map(|_| Err(GateError::NoConfig)).collect(),
         };
+        let zone_gates = self
+            .cache
+            .as_ref()
+            .map(|c| c.zone_gates.clone())
+            .unwrap_or_default();
         let committed = (|| -> Result<Vec<Result<ScanOutcome, GateError>>, GateError> {
             let tx = self
                 .replica
@@ -367,7 +395,7 @@ impl Gate {
             let mut out = Vec::with_capacity(prepared.len());
             for p in prepared {
                 out.push(match p {
-                    Ok(p) => Ok(record(&tx, p, gate_id, &cfg)?),
+                    Ok(p) => Ok(record(&tx, p, gate_id, &cfg, &zone_gates)?),
                     Err(e) => Err(e),
                 });
             }
@@ -470,7 +498,13 @@ impl Gate {
             undoes: Some(id),
         };
         replica::outbox::insert(&tx, &checkin)?;
-        // Reverse the movement locally.
+        // Reverse the movement locally (an undone entry no longer counts for its day).
+        let offset = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.config.as_ref())
+            .map_or(0, |c| c.utc_offset_minutes);
+        let original_ms = original.hlc.wall_ms();
         move_presence(
             &tx,
             serial,
@@ -479,6 +513,7 @@ impl Gate {
             checkin.id,
             hlc,
             -1,
+            local_day(original_ms, offset),
         )?;
         tx.commit()?;
         telemetry::undo();
@@ -498,6 +533,8 @@ impl Gate {
             operator_override: None,
             undoes: Some(id),
             last_seen: None,
+            warning: None,
+            transfer_exit: None,
             presented: None,
         })
     }
@@ -542,6 +579,7 @@ fn record(
     p: Prepared,
     gate_id: Uuid,
     cfg: &GateConfig,
+    zone_gates: &[(Uuid, u16)],
 ) -> Result<ScanOutcome, GateError> {
     let Prepared {
         resolved,
@@ -550,6 +588,8 @@ fn record(
         operator_override: asked_override,
     } = p;
     let mut verdict = resolved.verdict;
+    let mut warning = None;
+    let mut transfer = false;
     if let (Ok(()), Some(serial)) = (verdict, resolved.serial) {
         let listed: bool = tx
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM revocations WHERE serial = ?1)")?
@@ -559,24 +599,112 @@ fn record(
             .as_ref()
             .is_some_and(|r| r.status == TicketStatus::Revoked);
         let p = replica::presence(tx, serial)?;
+        // The daily automatic check-out: an admission before the last check-out instant no
+        // longer has the holder inside.
+        let inside = p.inside
+            && !cfg
+                .auto_checkout
+                .is_some_and(|c| c.checked_out_between(p.hlc.wall_ms(), now_ms));
+        let gate_mask = defined_zone_mask(cfg.zone_mask, &cfg.zones);
+        let current_mask = p
+            .gate_id
+            .and_then(|g| zone_gates.iter().find(|(id, _)| *id == g))
+            .map_or(0, |(_, m)| *m);
+        transfer = direction == Direction::In
+            && inside
+            && is_transfer(current_mask, gate_mask, &cfg.zones);
         verdict = check_holder(
             direction,
             listed || row_revoked,
             Presence {
-                inside: p.inside,
+                inside,
                 entries: p.entries,
             },
             EntryPolicy {
                 allow_multiple_checkins: cfg.allow_multiple_checkins,
                 allow_reentry: cfg.allow_reentry,
+                zone_transfer: transfer,
             },
         );
+        // Day validity and the daily limit of the ticket's type.
+        let today = local_day(now_ms, cfg.utc_offset_minutes);
+        if verdict.is_ok()
+            && direction == Direction::In
+            && let Some(rule) = resolved
+                .row
+                .as_ref()
+                .and_then(|r| r.ticket_type.as_deref())
+                .and_then(|t| cfg.ticket_types.iter().find(|r| r.name == t))
+        {
+            let entries_today = if p.day == today { p.day_entries } else { 0 };
+            verdict = check_day(rule, today, entries_today);
+        }
+        if verdict.is_ok() && direction == Direction::In {
+            let since = cfg.auto_checkout.map_or(0, |c| {
+                let ms = u64::try_from(c.last_at_or_before(now_ms)).unwrap_or(0);
+                Hlc::new(ms, 0).as_u64()
+            });
+            for zone in gate_zones(cfg.zone_mask, &cfg.zones) {
+                if zone.capacity.is_none() && zone.soft_capacity.is_none() {
+                    continue;
+                }
+                let gates: Vec<Uuid> = zone_gates
+                    .iter()
+                    .filter(|(_, m)| m & zone.mask() != 0)
+                    .map(|(g, _)| *g)
+                    .collect();
+                let occupancy = replica::zone_occupancy(tx, &gates, since, serial)?;
+                match check_capacity(zone, occupancy) {
+                    Ok(w) => warning = warning.or(w.map(|w| w.message())),
+                    Err(r) => {
+                        verdict = Err(r);
+                        warning = None;
+                        break;
+                    }
+                }
+            }
+        }
     }
     let Verdict {
         decision,
         reason,
         operator_override,
     } = settle(verdict, asked_override);
+
+    // A zone transfer: the exit from the zone the holder is in is recorded first, at this
+    // gate, so every reader of the log (the merge, the peers) sees them leave, then enter.
+    let mut transfer_exit = None;
+    if let (true, Decision::Admit, Some(serial)) = (transfer, decision, resolved.serial) {
+        let pos = next_position(tx, now_ms)?;
+        let exit = Checkin {
+            id: Uuid::now_v7(),
+            seq: pos.seq,
+            ticket_serial: Some(serial),
+            code: None,
+            method: resolved.method,
+            direction: Direction::Out,
+            decision: Decision::Admit,
+            reason: None,
+            hlc: pos.hlc,
+            scanned_at: pos.scanned_at,
+            replica_cursor: pos.replica_cursor,
+            operator_override: None,
+            undoes: None,
+        };
+        replica::outbox::insert(tx, &exit)?;
+        let day = local_day(pos.hlc.wall_ms(), cfg.utc_offset_minutes);
+        move_presence(
+            tx,
+            serial,
+            Direction::Out,
+            gate_id,
+            exit.id,
+            pos.hlc,
+            1,
+            day,
+        )?;
+        transfer_exit = Some(exit.id);
+    }
 
     let LogPosition {
         seq,
@@ -605,7 +733,8 @@ fn record(
     };
     replica::outbox::insert(tx, &checkin)?;
     if let (Decision::Admit, Some(serial)) = (decision, resolved.serial) {
-        move_presence(tx, serial, direction, gate_id, checkin.id, hlc, 1)?;
+        let day = local_day(hlc.wall_ms(), cfg.utc_offset_minutes);
+        move_presence(tx, serial, direction, gate_id, checkin.id, hlc, 1, day)?;
     }
     let shown = resolved.row.as_ref().filter(|_| resolved.trusted);
     let last_seen = match (reason, resolved.serial) {
@@ -629,12 +758,15 @@ fn record(
         operator_override,
         undoes: None,
         last_seen,
+        warning: warning.filter(|_| decision == Decision::Admit),
+        transfer_exit,
         presented: resolved.presented.filter(|_| resolved.trusted),
     })
 }
 
 /// Records a movement in the local presence view. `entry_delta` is +1 for a scan, -1 when an
-/// undo takes an entry back.
+/// undo takes an entry back; `day` is the event-local day the entry counts on.
+#[allow(clippy::too_many_arguments)]
 fn move_presence(
     tx: &rusqlite::Connection,
     serial: u64,
@@ -643,6 +775,7 @@ fn move_presence(
     checkin_id: Uuid,
     hlc: Hlc,
     entry_delta: i64,
+    day: i32,
 ) -> Result<(), GateError> {
     let inside = direction == Direction::In;
     let entries = if inside {
@@ -651,11 +784,16 @@ fn move_presence(
         entry_delta.min(0)
     };
     tx.prepare_cached(
-        "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc)
-         VALUES (?1, ?2, MAX(?3, 0), ?4, ?5, ?6)
+        "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc, day,
+                day_entries)
+         VALUES (?1, ?2, MAX(?3, 0), ?4, ?5, ?6, ?7, MAX(?3, 0))
          ON CONFLICT (serial) DO UPDATE SET inside = excluded.inside,
             entries = MAX(presence.entries + ?3, 0), gate_id = excluded.gate_id,
-            checkin_id = excluded.checkin_id, hlc = excluded.hlc",
+            checkin_id = excluded.checkin_id, hlc = excluded.hlc,
+            day_entries = CASE WHEN ?3 = 0 THEN presence.day_entries
+                WHEN presence.day = ?7 THEN MAX(presence.day_entries + ?3, 0)
+                ELSE MAX(?3, 0) END,
+            day = CASE WHEN ?3 > 0 THEN ?7 ELSE presence.day END",
     )?
     .execute(params![
         i64_from(serial),
@@ -664,6 +802,7 @@ fn move_presence(
         gate_id.to_string(),
         checkin_id.to_string(),
         i64_from(hlc.as_u64()),
+        day,
     ])?;
     Ok(())
 }

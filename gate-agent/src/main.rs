@@ -114,6 +114,10 @@ enum Command {
         /// A ZPL badge template with {name}, {organization}, {ticket_type}, {credential}.
         #[arg(long, value_name = "FILE")]
         badge_template: Option<PathBuf>,
+        /// Self check-in kiosk: an attendee-facing screen (no search, override or undo) that
+        /// returns to its start screen after each answer.
+        #[arg(long, env = "USHER_KIOSK")]
+        kiosk: bool,
     },
     /// Decode QR codes in image files and decide each (photos of tickets that failed to scan).
     /// Prints one JSON line per file: {"file","decoded","decision","reason"}.
@@ -286,6 +290,7 @@ fn main() -> ExitCode {
             ui_hosts,
             printer,
             badge_template,
+            kiosk,
         } => {
             let badge_template = match badge_template.map(std::fs::read_to_string).transpose() {
                 Ok(t) => t,
@@ -316,6 +321,7 @@ fn main() -> ExitCode {
                     }),
                     allowed_hosts: ui_hosts,
                     announce_pairing: true,
+                    kiosk,
                 },
                 printer,
                 badge_template,

@@ -308,8 +308,8 @@ impl Badges {
             .map(|c| c.to_string());
         let badge = Badge {
             name: row.display_name.clone().unwrap_or_default(),
-            organization: None,
-            ticket_type: None,
+            organization: row.organization.clone(),
+            ticket_type: row.ticket_type.clone(),
             credential: credential.or(code).unwrap_or_else(|| format!("#{serial}")),
         };
         self.send(&badge).await?;

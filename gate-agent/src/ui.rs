@@ -89,6 +89,10 @@ pub struct ScreenOptions {
     pub allowed_hosts: Vec<String>,
     /// Print each new pairing code on stderr (the `gate-agent run` console).
     pub announce_pairing: bool,
+    /// Kiosk self check-in: the page faces attendees (large instructions, automatic return
+    /// to the start screen), and the API refuses what only staff may do: lookups, manual
+    /// picks, direction changes, overrides, undo and reprints.
+    pub kiosk: bool,
 }
 
 impl Default for ScreenOptions {
@@ -97,6 +101,7 @@ impl Default for ScreenOptions {
             verdict: Duration::from_secs(4),
             allowed_hosts: Vec::new(),
             announce_pairing: false,
+            kiosk: false,
         }
     }
 }
@@ -229,6 +234,16 @@ impl IntoResponse for ApiError {
         }
         (self.0, Json(body)).into_response()
     }
+}
+
+/// What a kiosk in self check-in mode refuses: `what` names the refused part of the request.
+fn kiosk_refused(what: &'static str) -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "kiosk_mode",
+        format!("this gate runs as a self check-in kiosk: {what} is for staff screens only"),
+        Some(what),
+    )
 }
 
 fn unauthorized() -> ApiError {
@@ -373,6 +388,17 @@ async fn scan(
     body: Result<Json<ScanBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(bad_body(None))?;
+    if s.screen.options.kiosk {
+        if b.serial.is_some() {
+            return Err(kiosk_refused("serial"));
+        }
+        if b.operator_override.is_some() || b.pin.is_some() || b.supervisor.is_some() {
+            return Err(kiosk_refused("override"));
+        }
+        if b.direction.is_some() {
+            return Err(kiosk_refused("direction"));
+        }
+    }
     let subject = match (b.credential, b.serial) {
         (Some(c), None) if !c.trim().is_empty() => Subject::Text(c),
         (None, Some(serial)) => Subject::Serial(serial),
@@ -426,6 +452,10 @@ async fn print_badge(
     body: Result<Json<PrintBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     use crate::printer::PrintError;
+    if s.screen.options.kiosk {
+        // Badges print by themselves on a first entry; reprints need staff.
+        return Err(kiosk_refused("print"));
+    }
     let Json(b) = body.map_err(bad_body(Some("serial")))?;
     let Some(badges) = s.badges.clone() else {
         return Err(ApiError(
@@ -475,6 +505,9 @@ async fn undo(
     State(s): State<UiState>,
     body: Result<Json<UndoBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    if s.screen.options.kiosk {
+        return Err(kiosk_refused("undo"));
+    }
     let Json(b) = body.map_err(bad_body(Some("id")))?;
     Ok(Json(s.gate.undo(b.id).await?).into_response())
 }
@@ -488,6 +521,9 @@ async fn lookup(
     State(s): State<UiState>,
     Query(q): Query<LookupQuery>,
 ) -> Result<Response, ApiError> {
+    if s.screen.options.kiosk {
+        return Err(kiosk_refused("search"));
+    }
     Ok(Json(json!({"items": s.gate.lookup(q.q).await?})).into_response())
 }
 
@@ -518,6 +554,7 @@ async fn get_status(State(s): State<UiState>) -> Result<Response, ApiError> {
     }
     v["verdict_ms"] = json!(s.screen.options.verdict.as_millis() as u64);
     v["printer"] = json!(s.badges.as_ref().map(|b| b.target.to_string()));
+    v["kiosk"] = json!(s.screen.options.kiosk);
     Ok(Json(v).into_response())
 }
 
@@ -726,8 +763,50 @@ fn page() -> &'static str {
     })
 }
 
-async fn index() -> Html<&'static str> {
-    Html(page())
+/// The attendee-facing page of a self check-in kiosk, with the attendees' words for every
+/// reason filled in (no operator jargon: each refusal sends them to staff).
+fn kiosk_page() -> &'static str {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    PAGE.get_or_init(|| {
+        let mut messages: serde_json::Map<String, serde_json::Value> = Reason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), json!(attendee_message(*r))))
+            .collect();
+        messages.insert(
+            "default".into(),
+            json!("We could not check you in here. A staff member will help you."),
+        );
+        include_str!("ui/kiosk.html").replace(
+            "__KIOSK_MESSAGES__",
+            &serde_json::Value::Object(messages).to_string(),
+        )
+    })
+}
+
+/// What an attendee reads for a refusal at a self check-in kiosk.
+fn attendee_message(r: Reason) -> &'static str {
+    match r {
+        Reason::AlreadyInside | Reason::ReentryNotAllowed => "This ticket has already been used.",
+        Reason::NotYetValid | Reason::NotValidToday => "This ticket is not valid today.",
+        Reason::Expired => "This ticket is no longer valid.",
+        Reason::WrongEvent => "This ticket is for another event.",
+        Reason::WrongZone => "This ticket does not open this entrance.",
+        Reason::ZoneFull => "This area is full right now. Please wait a moment.",
+        Reason::DailyLimitReached => "This ticket has no entries left today.",
+        Reason::EventClosed => "Check-in is closed.",
+        Reason::Malformed | Reason::UnknownCode => {
+            "We could not read this code. Try again, or show it to a staff member."
+        }
+        _ => "We could not check you in here. A staff member will help you.",
+    }
+}
+
+async fn index(State(s): State<UiState>) -> Html<&'static str> {
+    Html(if s.screen.options.kiosk {
+        kiosk_page()
+    } else {
+        page()
+    })
 }
 
 /// `GET /metrics`: the gate's metrics in the Prometheus text format. The gauges that live in

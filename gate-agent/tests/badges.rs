@@ -51,6 +51,25 @@ async fn an_admitted_persons_badge_reaches_the_label_printer_and_a_reprint_needs
     let f = fixture(3, |g| {
         g.supervisor_pin = Some(sync_protocol::pin::hash(PIN).unwrap());
     });
+    // The holder's organization and ticket type, as the server replicates them.
+    let sync_protocol::wire::ChangeData::Ticket(t) = ticket_change(100, 2).data else {
+        unreachable!()
+    };
+    Replica::open(&f.path())
+        .unwrap()
+        .apply_changes(
+            &[sync_protocol::wire::Change {
+                change_seq: 100,
+                deleted: false,
+                data: sync_protocol::wire::ChangeData::Ticket(sync_protocol::wire::TicketChange {
+                    organization: Some("Acme Ltd".into()),
+                    ticket_type: Some("Speaker".into()),
+                    ..t
+                }),
+            }],
+            100,
+        )
+        .unwrap();
     let (addr, mut labels) = label_printer().await;
     let gate = Gate::new(Replica::open(&f.path()).unwrap()).unwrap();
     let handle = GateHandle::spawn(gate, Arc::new(Notify::new())).unwrap();
@@ -116,6 +135,8 @@ async fn an_admitted_persons_badge_reaches_the_label_printer_and_a_reprint_needs
         "{zpl}"
     );
     assert!(zpl.contains("^FDAttendee 2^FS"), "{zpl}");
+    assert!(zpl.contains("^FDAcme Ltd^FS"), "{zpl}");
+    assert!(zpl.contains("^FDSpeaker^FS"), "{zpl}");
     assert!(
         zpl.contains(&format!("^BQN,2,5^FH^FDQA,{credential}^FS")),
         "{zpl}"

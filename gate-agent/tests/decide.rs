@@ -395,6 +395,7 @@ fn another_gates_admission_from_the_server_makes_the_ticket_inside() {
                     checkin_id: Some(Uuid::now_v7()),
                     hlc: Hlc::new(NOW_MS - 5_000, 0),
                     entries: 1,
+                    ..Default::default()
                 }),
             }],
             50,

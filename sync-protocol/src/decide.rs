@@ -241,6 +241,10 @@ pub struct EntryPolicy {
     pub allow_multiple_checkins: bool,
     /// The gate lets a ticket back in after an exit; otherwise one entry per ticket.
     pub allow_reentry: bool,
+    /// This entry is a zone transfer ([`crate::zones::is_transfer`]): a holder inside another
+    /// zone moves into this one (the deciding side records their exit first), so neither
+    /// "already inside" nor the single-entry rule refuses them.
+    pub zone_transfer: bool,
 }
 
 /// Revocation and presence, checked under the ticket's lock, on entry only (leaving is never
@@ -257,7 +261,7 @@ pub fn check_holder(
     if revoked {
         return Err(Reason::Revoked);
     }
-    if policy.allow_multiple_checkins {
+    if policy.allow_multiple_checkins || (presence.inside && policy.zone_transfer) {
         return Ok(());
     }
     if presence.inside {
@@ -504,6 +508,20 @@ mod tests {
         );
         assert_eq!(check_holder(d, false, left, reentry), Ok(()));
         assert_eq!(check_holder(d, false, inside, multiple), Ok(()));
+        let transfer = EntryPolicy {
+            zone_transfer: true,
+            ..single
+        };
+        assert_eq!(check_holder(d, false, inside, transfer), Ok(()));
+        assert_eq!(
+            check_holder(d, true, inside, transfer),
+            Err(Reason::Revoked)
+        );
+        // Not inside anywhere: a transfer gate applies its own single-entry rule.
+        assert_eq!(
+            check_holder(d, false, left, transfer),
+            Err(Reason::ReentryNotAllowed)
+        );
         for p in [fresh, inside, left] {
             assert_eq!(check_holder(Direction::Out, true, p, single), Ok(()));
         }

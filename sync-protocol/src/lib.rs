@@ -13,9 +13,12 @@
 //! - [`wire`]: JSON messages of the sync protocol (§4), reasons and conflict kinds.
 //! - [`decide`]: the storage-free checks of a gate decision (§3).
 //! - [`merge`]: the deterministic fold of one ticket's events into state and conflicts (§5).
+//! - [`zones`]: zones with a capacity, zone transfers, and the merge's `over_capacity` fold.
+//! - [`days`]: event-local days and the automatic daily check-out of multi-day events.
 
 pub mod barcode;
 pub mod ble;
+pub mod days;
 pub mod decide;
 pub mod hlc;
 pub mod merge;
@@ -23,6 +26,7 @@ pub mod pin;
 pub mod short_code;
 pub mod ticket;
 pub mod wire;
+pub mod zones;
 
 pub use hlc::{Hlc, HlcClock, MAX_CLOCK_AHEAD_MS, too_far_ahead};
 pub use short_code::ShortCode;

@@ -53,6 +53,12 @@ pub struct RevocationEvent {
 pub struct FoldPolicy {
     /// The event allows any number of entries per ticket: a second entry is not a conflict.
     pub allow_multiple_checkins: bool,
+    /// The event's daily automatic check-out ([`crate::days`]): a holder admitted before a
+    /// check-out instant is outside after it, so the next morning's entry is a clean
+    /// admission, not a duplicate.
+    pub daily_checkout: Option<crate::days::DailyCheckout>,
+    /// The event's local time minus UTC in minutes: the days entries are counted on.
+    pub utc_offset_minutes: i16,
 }
 
 /// One conflict. `trigger` (a check-in id) with `kind` identifies it: the same set of events
@@ -80,6 +86,12 @@ pub struct TicketState {
     /// Effective entries (a duplicate admission of someone already inside is not an entry).
     pub entries: u32,
     pub exits: u32,
+    /// Times the daily automatic check-out let the holder out (between two scans).
+    pub auto_checkouts: u32,
+    /// The event-local day of the last effective entry, and the effective entries that day
+    /// (what daily limits count).
+    pub day: i32,
+    pub day_entries: u32,
     pub revoked: bool,
     /// Sorted by `(kind, trigger)`.
     pub conflicts: Vec<Conflict>,
@@ -132,8 +144,18 @@ pub fn fold(
     let mut current: Option<ScanEvent> = None; // the admission that has them inside
     let mut revocation: Option<RevocationEvent> = None;
     let mut conflicts = BTreeSet::new();
+    // The daily check-out let the holder out since their last movement: a late exit scan of
+    // theirs is expected, not an anomaly.
+    let mut auto_out = false;
 
     for item in items {
+        if let (Some(c), Some(adm), Item::Scan(s)) = (policy.daily_checkout, current, &item)
+            && c.checked_out_between(adm.hlc.wall_ms(), s.hlc.wall_ms())
+        {
+            current = None;
+            auto_out = true;
+            st.auto_checkouts += 1;
+        }
         match item {
             Item::Revocation(r) => {
                 if let (Some(adm), None) = (current, revocation) {
@@ -176,9 +198,18 @@ pub fn fold(
                         });
                     }
                     _ => {
+                        auto_out = false;
                         current = Some(s);
                         st.last_movement = Some(s);
                         st.entries += 1;
+                        let day =
+                            crate::days::local_day(s.hlc.wall_ms(), policy.utc_offset_minutes);
+                        if st.day_entries > 0 && st.day == day {
+                            st.day_entries += 1;
+                        } else {
+                            st.day = day;
+                            st.day_entries = 1;
+                        }
                         st.canonical_admission.get_or_insert(s.id);
                     }
                 }
@@ -186,6 +217,8 @@ pub fn fold(
             Item::Scan(s) => {
                 if current.take().is_some() {
                     st.exits += 1;
+                    st.last_movement = Some(s);
+                } else if std::mem::take(&mut auto_out) {
                     st.last_movement = Some(s);
                 } else {
                     conflicts.insert(Conflict {
@@ -294,6 +327,7 @@ mod tests {
             &[],
             FoldPolicy {
                 allow_multiple_checkins: true,
+                ..FoldPolicy::default()
             },
         );
         assert!(st.conflicts.is_empty());
@@ -417,6 +451,71 @@ mod tests {
     }
 
     #[test]
+    fn the_daily_check_out_lets_yesterdays_holder_in_again_without_a_conflict() {
+        const H: u64 = 3_600_000;
+        // Check-out at 23:00 UTC. In at 10:00 on day 0, never scanned out; in again at 09:00
+        // on day 1 at another gate.
+        let policy = FoldPolicy {
+            daily_checkout: Some(crate::days::DailyCheckout {
+                minute_of_day: 23 * 60,
+                utc_offset_minutes: 0,
+            }),
+            ..FoldPolicy::default()
+        };
+        let day0 = scan(1, A, 1, 10 * H, Direction::In);
+        let day1 = scan(2, B, 1, 33 * H, Direction::In);
+        let st = fold(&[day1, day0], &[], policy);
+        assert!(st.conflicts.is_empty(), "{:?}", st.conflicts);
+        assert!(st.inside);
+        assert_eq!((st.entries, st.exits, st.auto_checkouts), (2, 0, 1));
+        assert_eq!(st.canonical_admission, Some(id(1)));
+        assert_eq!(st.last_movement.map(|m| m.id), Some(id(2)));
+        // Without the rule the second entry is a duplicate admission.
+        let st = fold(&[day0, day1], &[], FoldPolicy::default());
+        assert_eq!(kinds(&st), vec![ConflictKind::DuplicateAdmission]);
+        // The same day, before the check-out, it still is.
+        let later = scan(3, B, 2, 22 * H, Direction::In);
+        let st = fold(&[day0, later], &[], policy);
+        assert_eq!(kinds(&st), vec![ConflictKind::DuplicateAdmission]);
+        // A late exit scan of someone the check-out already let out is expected, not an
+        // anomaly; a second one is.
+        let exit = scan(4, A, 2, 34 * H, Direction::Out);
+        let st = fold(&[day0, exit], &[], policy);
+        assert!(st.conflicts.is_empty());
+        assert!(!st.inside);
+        let again = scan(5, A, 3, 35 * H, Direction::Out);
+        let st = fold(&[day0, exit, again], &[], policy);
+        assert_eq!(kinds(&st), vec![ConflictKind::ExitWithoutEntry]);
+    }
+
+    #[test]
+    fn entries_are_counted_per_event_local_day() {
+        const H: u64 = 3_600_000;
+        // UTC+2: 23:00 UTC on day 0 is 01:00 on day 1 locally.
+        let policy = FoldPolicy {
+            utc_offset_minutes: 120,
+            ..FoldPolicy::default()
+        };
+        let scans = [
+            scan(1, A, 1, 10 * H, Direction::In),
+            scan(2, A, 2, 11 * H, Direction::Out),
+            scan(3, A, 3, 12 * H, Direction::In),
+            scan(4, A, 4, 13 * H, Direction::Out),
+            scan(5, B, 1, 23 * H, Direction::In),
+        ];
+        let st = fold(&scans[..4], &[], policy);
+        assert_eq!((st.day, st.day_entries, st.entries), (0, 2, 2));
+        let st = fold(&scans, &[], policy);
+        assert_eq!((st.day, st.day_entries, st.entries), (1, 1, 3));
+        // In UTC the late entry is the same day's third.
+        let st = fold(&scans, &[], FoldPolicy::default());
+        assert_eq!((st.day, st.day_entries), (0, 3));
+        // A duplicate admission is not an entry of the day.
+        let dup = [scans[0], scan(6, B, 2, 10 * H + 5, Direction::In)];
+        assert_eq!(fold(&dup, &[], policy).day_entries, 1);
+    }
+
+    #[test]
     fn rejected_scans_change_nothing() {
         let mut r = scan(1, A, 1, 100, Direction::In);
         r.decision = Decision::Reject;
@@ -482,8 +581,16 @@ mod tests {
             shuffle_seed in any::<u64>(),
             dup in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
             multi in any::<bool>(),
+            checkout in any::<bool>(),
         ) {
-            let policy = FoldPolicy { allow_multiple_checkins: multi };
+            let policy = FoldPolicy {
+                allow_multiple_checkins: multi,
+                daily_checkout: checkout.then_some(crate::days::DailyCheckout {
+                    minute_of_day: 0,
+                    utc_offset_minutes: 0,
+                }),
+                utc_offset_minutes: 0,
+            };
             let expected = fold(&scans, &revs, policy);
 
             let mut mixed = scans.clone();

@@ -138,6 +138,12 @@ wire_enum! {
         Malformed = "malformed",
         /// The event is closed (no new admissions) or archived (no scans at all).
         EventClosed = "event_closed",
+        /// The zone this gate admits into is at its hard capacity.
+        ZoneFull = "zone_full",
+        /// The ticket's type is not valid on this (event-local) day.
+        NotValidToday = "not_valid_today",
+        /// The ticket's type allows no more entries today.
+        DailyLimitReached = "daily_limit_reached",
     }
 }
 
@@ -158,6 +164,9 @@ impl Reason {
             Reason::UnknownCode => "Unknown code",
             Reason::Malformed => "Not a readable ticket",
             Reason::EventClosed => "The event is closed: no more admissions",
+            Reason::ZoneFull => "Zone is full: wait until someone leaves",
+            Reason::NotValidToday => "Ticket is not valid today",
+            Reason::DailyLimitReached => "No more entries today on this ticket",
         }
     }
 }
@@ -177,6 +186,9 @@ wire_enum! {
         AdmittedDespiteKnownRevocation = "admitted_despite_known_revocation",
         /// Revoked while the holder was inside.
         RevokedWhileInside = "revoked_while_inside",
+        /// Entries took a zone above its hard capacity (gates that could not see each other
+        /// each let someone in).
+        OverCapacity = "over_capacity",
     }
 }
 
@@ -316,6 +328,12 @@ pub struct TicketChange {
     pub valid_from: u32,
     #[serde(default)]
     pub valid_until: u32,
+    /// The participant's ticket type (day rules, search results, badges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_type: Option<String>,
+    /// The participant's organization (search results, badges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
 }
 
 /// A ticket shop's barcode of a ticket, by its lookup key ([`crate::barcode`]): entity key
@@ -424,6 +442,18 @@ pub struct GateConfig {
     /// by the key it gives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barcode_key: Option<String>,
+    /// The event's zones with their capacities ([`crate::zones`]); every gate gets them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<crate::zones::ZoneRule>,
+    /// The event's automatic daily check-out ([`crate::days`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_checkout: Option<crate::days::DailyCheckout>,
+    /// The event's local time minus UTC in minutes: what "today" means at the gate.
+    #[serde(default)]
+    pub utc_offset_minutes: i16,
+    /// Day validity and daily limits per ticket type ([`crate::days`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ticket_types: Vec<crate::days::TicketTypeRule>,
 }
 
 fn default_true() -> bool {
@@ -444,6 +474,12 @@ pub struct PresenceChange {
     /// Effective entries so far: single-entry gates reject a ticket that has any.
     #[serde(default)]
     pub entries: u32,
+    /// The event-local day of the last effective entry ([`crate::days::local_day`]).
+    #[serde(default)]
+    pub day: i32,
+    /// Effective entries on that day (daily limits).
+    #[serde(default)]
+    pub day_entries: u32,
 }
 
 /// The payload of a change, tagged by `kind`.

@@ -27,6 +27,7 @@ pub use outbox::OutboxRow;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/gate/0001_init.sql"),
     include_str!("../../../migrations/gate/0004_door.sql"),
+    include_str!("../../../migrations/gate/0005_door_days.sql"),
     include_str!("../../../migrations/gate/0007_barcodes.sql"),
 ];
 
@@ -66,6 +67,8 @@ pub struct TicketRow {
     pub attention: Option<String>,
     pub valid_from: u32,
     pub valid_until: u32,
+    pub ticket_type: Option<String>,
+    pub organization: Option<String>,
 }
 
 impl TicketRow {
@@ -95,6 +98,11 @@ pub struct Presence {
     pub inside: bool,
     pub entries: u32,
     pub hlc: Hlc,
+    /// The gate of the last movement, when known.
+    pub gate_id: Option<Uuid>,
+    /// The event-local day of the last entry and the entries that day.
+    pub day: i32,
+    pub day_entries: u32,
 }
 
 /// One open connection to the replica.
@@ -331,6 +339,17 @@ impl Replica {
             .transpose()
     }
 
+    /// Every gate configuration of the event, this gate's own included.
+    pub fn all_configs(&self) -> Result<Vec<GateConfig>> {
+        let mut stmt = self.conn.prepare_cached("SELECT config FROM gates")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(serde_json::from_str(&raw?).map_err(|e| corrupt("gates.config", e))?);
+        }
+        Ok(out)
+    }
+
     pub fn peer_configs(&self, own: Uuid) -> Result<Vec<GateConfig>> {
         let mut stmt = self
             .conn
@@ -390,7 +409,7 @@ impl Replica {
         );
         let mut stmt = self.conn.prepare_cached(
             "SELECT serial, display_name, status, scopes, short_code, ble_key, attention,
-                    valid_from, valid_until
+                    valid_from, valid_until, ticket_type, organization
              FROM tickets WHERE display_name LIKE ?1 ESCAPE '\\'
              ORDER BY display_name COLLATE NOCASE LIMIT ?2",
         )?;
@@ -442,6 +461,9 @@ impl Replica {
         let mut applied = 0;
         let mut newest = Hlc::ZERO;
         let mut cursor = None;
+        let offset: i16 = read_meta(&tx, "utc_offset_minutes")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         for c in checkins {
             cursor = Some(c.seq);
             // A peer clock far ahead of ours is broken or hostile: its scans would win every
@@ -467,13 +489,19 @@ impl Replica {
                 (true, Direction::In) => -1,
                 _ => 0,
             };
+            let day = sync_protocol::days::local_day(c.hlc.wall_ms(), offset);
             let n = tx
                 .prepare_cached(
-                    "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc)
-                     VALUES (?1, ?2, MAX(?3, 0), ?4, ?5, ?6)
+                    "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc,
+                            day, day_entries)
+                     VALUES (?1, ?2, MAX(?3, 0), ?4, ?5, ?6, ?7, MAX(?3, 0))
                      ON CONFLICT (serial) DO UPDATE SET inside = excluded.inside,
                         entries = MAX(presence.entries + ?3, 0), gate_id = excluded.gate_id,
-                        checkin_id = excluded.checkin_id, hlc = excluded.hlc
+                        checkin_id = excluded.checkin_id, hlc = excluded.hlc,
+                        day_entries = CASE WHEN ?3 = 0 THEN presence.day_entries
+                            WHEN presence.day = ?7 THEN MAX(presence.day_entries + ?3, 0)
+                            ELSE MAX(?3, 0) END,
+                        day = CASE WHEN ?3 = 0 THEN presence.day ELSE ?7 END
                      WHERE excluded.hlc > presence.hlc",
                 )?
                 .execute(params![
@@ -483,6 +511,7 @@ impl Replica {
                     peer.to_string(),
                     c.id.to_string(),
                     i64_from(c.hlc.as_u64()),
+                    day,
                 ])?;
             applied += n;
         }
@@ -576,20 +605,60 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
 }
 
 pub(crate) fn presence(conn: &Connection, serial: u64) -> Result<Presence> {
-    let row: Option<(i64, i64, i64)> = conn
-        .prepare_cached("SELECT inside, entries, hlc FROM presence WHERE serial = ?1")?
+    type Row = (i64, i64, i64, Option<String>, i64, i64);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT inside, entries, hlc, gate_id, day, day_entries FROM presence
+             WHERE serial = ?1",
+        )?
         .query_row([i64_from(serial)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()?;
     Ok(match row {
         None => Presence::default(),
-        Some((inside, entries, hlc)) => Presence {
+        Some((inside, entries, hlc, gate_id, day, day_entries)) => Presence {
             inside: inside != 0,
             entries: u32::try_from(entries).unwrap_or(0),
             hlc: Hlc::from_u64(u64_from(hlc, "presence.hlc")?),
+            gate_id: gate_id.and_then(|g| Uuid::parse_str(&g).ok()),
+            day: i32::try_from(day).unwrap_or(0),
+            day_entries: u32::try_from(day_entries).unwrap_or(0),
         },
     })
+}
+
+/// How many holders the presence view has inside through one of `gate_ids` since the clock
+/// `since_hlc` (the last daily check-out, or 0), not counting `except` (the holder at the
+/// gate). The view merges the server's presence, this gate's outbox and its mesh peers' logs.
+pub(crate) fn zone_occupancy(
+    conn: &Connection,
+    gate_ids: &[Uuid],
+    since_hlc: u64,
+    except: u64,
+) -> Result<u32> {
+    if gate_ids.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = gate_ids.iter().map(Uuid::to_string).collect();
+    let list = serde_json::to_string(&ids).map_err(|e| corrupt("gate ids", e))?;
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM presence
+             WHERE inside = 1 AND hlc >= ?1 AND serial <> ?2
+               AND gate_id IN (SELECT value FROM json_each(?3))",
+        )?
+        .query_row(params![i64_from(since_hlc), i64_from(except), list], |r| {
+            r.get(0)
+        })?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// When and at which gate the presence view's row of `serial` was last moved: the clock of that
@@ -644,6 +713,8 @@ fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketRow> {
         attention: r.get(6)?,
         valid_from: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
         valid_until: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+        ticket_type: r.get(9)?,
+        organization: r.get(10)?,
     })
 }
 
@@ -654,7 +725,7 @@ fn ticket_by(
 ) -> Result<Option<TicketRow>> {
     let sql = format!(
         "SELECT serial, display_name, status, scopes, short_code, ble_key, attention,
-                valid_from, valid_until FROM tickets WHERE {cond}"
+                valid_from, valid_until, ticket_type, organization FROM tickets WHERE {cond}"
     );
     Ok(conn
         .prepare_cached(&sql)?

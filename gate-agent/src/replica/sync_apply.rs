@@ -37,14 +37,16 @@ impl Replica {
                         .map_err(|e| corrupt("ticket.ble_key", e))?;
                     tx.prepare_cached(
                         "INSERT INTO tickets (serial, display_name, status, scopes, short_code,
-                                              ble_key, attention, valid_from, valid_until, change_seq)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                              ble_key, attention, valid_from, valid_until, change_seq,
+                                              ticket_type, organization)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT (serial) DO UPDATE SET
                             display_name = excluded.display_name, status = excluded.status,
                             scopes = excluded.scopes, short_code = excluded.short_code,
                             ble_key = excluded.ble_key, attention = excluded.attention,
                             valid_from = excluded.valid_from, valid_until = excluded.valid_until,
-                            change_seq = excluded.change_seq",
+                            change_seq = excluded.change_seq, ticket_type = excluded.ticket_type,
+                            organization = excluded.organization",
                     )?
                     .execute(params![
                         i64_from(t.serial),
@@ -57,6 +59,8 @@ impl Replica {
                         i64::from(t.valid_from),
                         i64::from(t.valid_until),
                         seq,
+                        t.ticket_type,
+                        t.organization,
                     ])?;
                 }
                 ChangeData::Revocation(r) if change.deleted => {
@@ -106,6 +110,9 @@ impl Replica {
                              ON CONFLICT (gate_id) DO UPDATE SET config = excluded.config",
                         )?
                         .execute(params![g.gate_id.to_string(), json])?;
+                        // An event setting every gate's configuration carries: what "today"
+                        // means when peers' scans enter the presence view.
+                        set_meta(&tx, "utc_offset_minutes", &g.utc_offset_minutes.to_string())?;
                     }
                 }
                 ChangeData::Barcode(b) => {
@@ -124,12 +131,18 @@ impl Replica {
                     // Latest clock wins: the server's view replaces ours only when it is at
                     // least as new, so a local admission not yet pushed is never forgotten.
                     tx.prepare_cached(
-                        "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                        "INSERT INTO presence (serial, inside, entries, gate_id, checkin_id, hlc,
+                                day, day_entries)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (serial) DO UPDATE SET inside = excluded.inside,
                             entries = MAX(presence.entries, excluded.entries),
                             gate_id = excluded.gate_id, checkin_id = excluded.checkin_id,
-                            hlc = excluded.hlc
+                            hlc = excluded.hlc,
+                            day_entries = CASE WHEN presence.day = excluded.day
+                                THEN MAX(presence.day_entries, excluded.day_entries)
+                                WHEN presence.day > excluded.day THEN presence.day_entries
+                                ELSE excluded.day_entries END,
+                            day = MAX(presence.day, excluded.day)
                          WHERE excluded.hlc >= presence.hlc",
                     )?
                     .execute(params![
@@ -139,6 +152,8 @@ impl Replica {
                         p.gate_id.map(|g| g.to_string()),
                         p.checkin_id.map(|c| c.to_string()),
                         i64_from(p.hlc.as_u64()),
+                        i64::from(p.day),
+                        i64::from(p.day_entries),
                     ])?;
                 }
             }

@@ -127,6 +127,34 @@ pub struct EventSettings {
     /// Where the venue is: wallet passes carry it so a phone offers the ticket near the venue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub venue_location: Option<VenueLocation>,
+    /// Multi-day events: a local time of day (`"HH:MM"`) at which everyone inside counts as
+    /// checked out, every day (e.g. `"23:00"`), so the next morning starts with nobody inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_checkout_at: Option<String>,
+    /// The event's local time minus UTC in minutes (e.g. 60 for CET): the local time of
+    /// `auto_checkout_at` and the calendar days of day-limited tickets.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub utc_offset_minutes: i16,
+    /// Multi-day events: per ticket type, the event-local dates (`YYYY-MM-DD`) it is valid on
+    /// (empty: every day) and the most entries per day:
+    /// `[{"name": "Day 1", "valid_days": ["2026-12-01"], "entries_per_day": 1}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub ticket_types: Vec<sync_protocol::days::TicketTypeRule>,
+}
+
+fn is_zero(v: &i16) -> bool {
+    *v == 0
+}
+
+/// Minutes after midnight of an `"HH:MM"` time of day.
+fn minute_of_day(text: &str) -> Option<u16> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 /// A point on the map, in degrees (WGS 84).
@@ -139,7 +167,7 @@ pub struct VenueLocation {
     pub longitude: f64,
 }
 
-// JSON carries no NaN, and `EventSettings::check` refuses anything outside the ranges, so
+// JSON carries no NaN, and `EventSettings::validate` refuses anything outside the ranges, so
 // equality is total on the values that exist.
 impl Eq for VenueLocation {}
 
@@ -150,6 +178,9 @@ impl Default for EventSettings {
             offline_mode: true,
             ticket_validity_margin_hours: default_margin(),
             venue_location: None,
+            auto_checkout_at: None,
+            utc_offset_minutes: 0,
+            ticket_types: Vec::new(),
         }
     }
 }
@@ -167,8 +198,8 @@ impl EventSettings {
         })
     }
 
-    /// 422 naming the field of a value out of range (`settings.venue_location.latitude`).
-    pub fn check(&self) -> Result<(), Error> {
+    /// 422 naming the setting at fault (`settings.venue_location.latitude`).
+    pub fn validate(&self) -> Result<(), Error> {
         if let Some(l) = self.venue_location {
             if !(-90.0..=90.0).contains(&l.latitude) {
                 return Err(Error::validation(
@@ -183,13 +214,66 @@ impl EventSettings {
                 ));
             }
         }
+        if let Some(at) = &self.auto_checkout_at
+            && minute_of_day(at).is_none()
+        {
+            return Err(Error::validation(
+                "settings.auto_checkout_at",
+                "auto_checkout_at must be a time of day as HH:MM (00:00 to 23:59)",
+            ));
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.utc_offset_minutes) {
+            return Err(Error::validation(
+                "settings.utc_offset_minutes",
+                "utc_offset_minutes must be between -840 and 840",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in self.ticket_types.iter().enumerate() {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(Error::validation(
+                    format!("settings.ticket_types[{i}].name"),
+                    "each ticket type rule needs a name of its own",
+                ));
+            }
+            if let Some(d) = t
+                .valid_days
+                .iter()
+                .find(|d| sync_protocol::days::parse_day(d).is_none())
+            {
+                return Err(Error::validation(
+                    format!("settings.ticket_types[{i}].valid_days"),
+                    format!(
+                        "{:?} is not a date as YYYY-MM-DD",
+                        d.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+            if t.entries_per_day == Some(0) {
+                return Err(Error::validation(
+                    format!("settings.ticket_types[{i}].entries_per_day"),
+                    "entries_per_day must be at least 1",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The daily automatic check-out, if set.
+    pub fn daily_checkout(&self) -> Option<sync_protocol::days::DailyCheckout> {
+        let minute = minute_of_day(self.auto_checkout_at.as_deref()?)?;
+        Some(sync_protocol::days::DailyCheckout {
+            minute_of_day: minute,
+            utc_offset_minutes: self.utc_offset_minutes,
+        })
     }
 
     /// The part of the settings the merge fold needs.
     pub fn fold_policy(&self) -> FoldPolicy {
         FoldPolicy {
             allow_multiple_checkins: self.allow_multiple_checkins,
+            daily_checkout: self.daily_checkout(),
+            utc_offset_minutes: self.utc_offset_minutes,
         }
     }
 }

@@ -116,6 +116,16 @@ pub fn router(state: AppState) -> Router {
             "/events/{event}/gates/{gate}/enrollments",
             post(api::gates::enroll),
         )
+        .route(
+            "/events/{event}/zones",
+            get(api::zones::list).post(api::zones::create),
+        )
+        .route(
+            "/events/{event}/zones/{zone}",
+            get(api::zones::get)
+                .patch(api::zones::update)
+                .delete(api::zones::delete),
+        )
         .route("/events/{event}/redeem", post(api::redeem::redeem))
         .route("/events/{event}/attendance", get(api::checkins::attendance))
         .route("/events/{event}/stream", get(sync::stream::event_stream))
@@ -248,6 +258,7 @@ impl utoipa::Modify for BearerAuth {
         api::ticket_docs::pdf, api::ticket_docs::event_pdf, api::ticket_docs::pkpass, api::ticket_docs::google, api::ticket_docs::apple_link,
         api::import::import,
         api::gates::list, api::gates::create, api::gates::get, api::gates::update, api::gates::deactivate, api::gates::enroll,
+        api::zones::list, api::zones::create, api::zones::get, api::zones::update, api::zones::delete,
         sync::capabilities, sync::enroll::enroll, sync::pull::changes,
         sync::push::push, sync::stream::gate_stream, sync::stream::event_stream,
         api::redeem::redeem, api::checkins::attendance,
@@ -270,6 +281,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "events", description = "Events and their keys"),
         (name = "participants", description = "Participants, tickets, CSV import"),
         (name = "gates", description = "Gates and enrollment codes"),
+        (name = "zones", description = "Zones with a capacity (rooms, sessions, areas)"),
         (name = "ops", description = "Health"),
         (name = "sync", description = "What gates talk to (DESIGN §4)"),
         (name = "checkins", description = "Check-ins and the online redeem"),

@@ -179,7 +179,7 @@ async fn read(db: &Db, event_id: Uuid, rules: &Rules, now: i64) -> Result<EventS
             .collect();
     }
     if rules.attendance.enabled || rules.conflict_created.enabled {
-        let (_inside, admitted, issued, open) = store::reports::totals(db, event_id).await?;
+        let (_inside, admitted, issued, open) = store::reports::totals(db, event_id, 0).await?;
         seen.admitted = admitted;
         seen.issued = issued;
         seen.open_conflicts = open;

@@ -42,7 +42,7 @@ use crate::domain::webhook;
 use crate::domain::{Error, FieldError};
 use crate::import::{DuplicateTracker, ImportRow, KeyKind, ParticipantCsv, RowError};
 use crate::service::AppState;
-use crate::service::tickets::{self as issuing, EventKeys, new_ticket};
+use crate::service::tickets::{self as issuing, EventKeys, Holder, new_ticket};
 use crate::service::uow::UnitOfWork;
 use crate::service::webhooks;
 use crate::store::participants::{MatchRow, NewParticipant, ParticipantFields};
@@ -493,8 +493,9 @@ impl Writer<'_> {
             changes.push((
                 self.keys.ticket_change(
                     t,
-                    holder.map(|p| p.fields.name.clone()),
-                    holder.and_then(|p| p.fields.attention.clone()),
+                    holder
+                        .map(|p| Holder::of_fields(&p.fields))
+                        .unwrap_or_default(),
                 )?,
                 false,
             ));
@@ -570,30 +571,27 @@ impl Writer<'_> {
     async fn apply_existing_shop_facts(
         &mut self,
         uow: &mut UnitOfWork,
-        facts: Vec<(ShopFacts, String, Option<String>)>,
+        facts: Vec<(ShopFacts, Holder)>,
     ) -> Result<(), Error> {
-        let (facts, holders): (Vec<ShopFacts>, Vec<(String, Option<String>)>) = facts
-            .into_iter()
-            .map(|(f, name, attention)| (f, (name, attention)))
-            .unzip();
+        let (facts, holders): (Vec<ShopFacts>, Vec<Holder>) = facts.into_iter().unzip();
         let revoked = self.apply_shop_facts(uow, &facts).await?;
         if revoked.is_empty() {
             return Ok(());
         }
         let serials: Vec<i64> = revoked.iter().copied().collect();
         let rows = store::tickets::get_many(uow.tx(), self.event_id, &serials).await?;
-        let holder: HashMap<i64, &(String, Option<String>)> = facts
+        let holder: HashMap<i64, &Holder> = facts
             .iter()
             .zip(&holders)
             .map(|(f, h)| (f.serial, h))
             .collect();
         let mut changes = Vec::with_capacity(rows.len());
         for t in &rows {
-            let (name, attention) = holder
+            let holder = holder
                 .get(&t.serial)
-                .map(|(n, a)| (Some(n.clone()), a.clone()))
+                .map(|h| (*h).clone())
                 .unwrap_or_default();
-            changes.push((self.keys.ticket_change(t, name, attention)?, false));
+            changes.push((self.keys.ticket_change(t, holder)?, false));
         }
         self.unspilled += changes.len();
         uow.changes(self.event_id, changes)?;
@@ -642,9 +640,9 @@ impl Writer<'_> {
         }
 
         let mut inserts: Vec<(ParticipantFields, u64, Option<String>, bool)> = Vec::new();
-        let mut existing_shop: Vec<(ShopFacts, String, Option<String>)> = Vec::new();
+        let mut existing_shop: Vec<(ShopFacts, Holder)> = Vec::new();
         let mut updates: Vec<(Uuid, ParticipantFields)> = Vec::new();
-        let mut renamed: Vec<(i64, String, Option<String>)> = Vec::new();
+        let mut renamed: Vec<(i64, Holder)> = Vec::new();
         for row in rows {
             let email_key = store::participants::email_key(row.email.as_deref());
             let matched = row
@@ -707,8 +705,7 @@ impl Writer<'_> {
                         barcode: row.barcode.clone(),
                         cancelled: row.cancelled,
                     },
-                    row.name.clone(),
-                    row.attention.clone().or_else(|| existing.attention.clone()),
+                    Holder::of_fields(&merged(existing, &row)),
                 ));
             }
             newly_touched.push((
@@ -722,9 +719,11 @@ impl Writer<'_> {
             }
             if let Some(serial) = existing.ticket_serial
                 && (existing.name.as_deref() != Some(new.name.as_str())
-                    || existing.attention != new.attention)
+                    || existing.attention != new.attention
+                    || existing.organization != new.organization
+                    || existing.ticket_type != new.ticket_type)
             {
-                renamed.push((serial, new.name.clone(), new.attention.clone()));
+                renamed.push((serial, Holder::of_fields(&new)));
             }
             self.updated += 1;
             updates.push((existing.id, new));
@@ -816,11 +815,11 @@ impl Writer<'_> {
                     .collect();
             let mut seen = HashSet::new();
             let mut changes = Vec::new();
-            for (serial, name, attention) in renamed {
+            for (serial, holder) in renamed {
                 if let Some(t) = rows.get(&serial)
                     && seen.insert(serial)
                 {
-                    changes.push((self.keys.ticket_change(t, Some(name), attention)?, false));
+                    changes.push((self.keys.ticket_change(t, holder)?, false));
                 }
             }
             self.unspilled += changes.len();

@@ -211,6 +211,21 @@ pub async fn merge_push(
     let refolded =
         checkins::refold_stored(tx, gate.event_id, &serials, stored, &pending, policy, now).await?;
 
+    // Zones with a capacity this push entered: replayed for `over_capacity`.
+    let entered = rows.iter().any(|r| {
+        r.invalid.is_none()
+            && inserted.contains(&r.checkin.id)
+            && r.checkin.decision == Decision::Admit
+            && r.checkin.direction == Direction::In
+    });
+    let entry_gates: BTreeSet<Uuid> = if entered {
+        BTreeSet::from([gate.gate_id])
+    } else {
+        BTreeSet::new()
+    };
+    let checkout = checkins::daily_checkout(tx, gate.event_id).await?;
+    let capacity = store::capacity::replay(tx, gate.event_id, &entry_gates, checkout, now).await?;
+
     let acked_through = checkins::advance_acked(tx, gate.gate_id, acked).await?;
     store::gates::touch_credentials(tx, gate.gate_id, now).await?;
 
@@ -225,6 +240,7 @@ pub async fn merge_push(
     )
     .await?;
     let mut live = refolded.live.clone();
+    live.extend(capacity.live);
     for r in &rows {
         let c = &r.checkin;
         if counts(r)
@@ -256,6 +272,11 @@ pub async fn merge_push(
     );
     // A conflict is new when this push stored its trigger (invalid rows name no ticket, so
     // no trigger is one of them).
+    for c in &capacity.conflicts {
+        if inserted.contains(&c.trigger) {
+            metrics::counter!("usher_conflicts_total", "kind" => c.kind.as_str()).increment(1);
+        }
+    }
     for state in refolded.states.values() {
         for c in &state.conflicts {
             if inserted.contains(&c.trigger) {
@@ -285,7 +306,7 @@ pub async fn merge_push(
                         )),
                     };
                 };
-                let (outcome, conflicts) = match c.ticket_serial {
+                let (outcome, mut conflicts) = match c.ticket_serial {
                     Some(s) => (
                         refolded.states.get(&s).map(|st| {
                             if st.inside {
@@ -298,6 +319,13 @@ pub async fn merge_push(
                     ),
                     None => (None, Vec::new()),
                 };
+                conflicts.extend(
+                    capacity
+                        .conflicts
+                        .iter()
+                        .filter(|k| k.trigger == c.id)
+                        .map(|k| k.kind),
+                );
                 CheckinResult {
                     id: c.id,
                     status,

@@ -37,6 +37,8 @@ pub struct EventKeys {
     pub current_key_id: u32,
     /// The argon2id hash of the event's supervisor PIN, replicated in every gate's config.
     pub supervisor_pin: Option<String>,
+    /// The event's zones with their capacities, replicated in every gate's config.
+    pub zones: Vec<sync_protocol::zones::ZoneRule>,
 }
 
 impl std::fmt::Debug for EventKeys {
@@ -124,6 +126,7 @@ impl EventKeys {
             signing,
             current_key_id,
             supervisor_pin: store::events::supervisor_pin(db, event_id).await?,
+            zones: store::zones::rules(db, event_id).await?,
         }))
     }
 
@@ -144,13 +147,14 @@ impl EventKeys {
         Ok(fields.sign(key).encode())
     }
 
-    /// The replicated `ticket` change of a stored ticket.
-    pub fn ticket_change(
-        &self,
-        t: &TicketRow,
-        display_name: Option<String>,
-        attention: Option<String>,
-    ) -> anyhow::Result<ChangeData> {
+    /// The replicated `ticket` change of a stored ticket held by `holder`.
+    pub fn ticket_change(&self, t: &TicketRow, holder: Holder) -> anyhow::Result<ChangeData> {
+        let Holder {
+            display_name,
+            attention,
+            organization,
+            ticket_type,
+        } = holder;
         let serial = u64::try_from(t.serial)?;
         Ok(ChangeData::Ticket(TicketChange {
             serial,
@@ -162,7 +166,41 @@ impl EventKeys {
             attention,
             valid_from: u32::try_from(t.valid_from)?,
             valid_until: u32::try_from(t.valid_until)?,
+            ticket_type,
+            organization,
         }))
+    }
+}
+
+/// What a gate shows of a ticket's holder (display name, attention note, organization) and the
+/// ticket type its day rules and badges read. All `None` once the holder is erased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub display_name: Option<String>,
+    pub attention: Option<String>,
+    pub organization: Option<String>,
+    pub ticket_type: Option<String>,
+}
+
+impl Holder {
+    /// The holder as stored.
+    pub fn of(p: &crate::store::participants::ParticipantRow) -> Self {
+        Self {
+            display_name: p.name.clone(),
+            attention: p.attention.clone(),
+            organization: p.organization.clone(),
+            ticket_type: p.ticket_type.clone(),
+        }
+    }
+
+    /// The holder from the fields being written.
+    pub fn of_fields(f: &crate::store::participants::ParticipantFields) -> Self {
+        Self {
+            display_name: Some(f.name.clone()),
+            attention: f.attention.clone(),
+            organization: f.organization.clone(),
+            ticket_type: f.ticket_type.clone(),
+        }
     }
 }
 
@@ -296,6 +334,7 @@ mod tests {
             signing,
             current_key_id: 1,
             supervisor_pin: None,
+            zones: Vec::new(),
         };
         let t = TicketRow {
             serial: 42,

@@ -348,6 +348,22 @@ pub async fn policy(tx: &mut Tx, event_id: Uuid) -> anyhow::Result<FoldPolicy> {
     Ok(settings.fold_policy())
 }
 
+/// The event's daily automatic check-out, if its settings set one.
+pub async fn daily_checkout(
+    tx: &mut Tx,
+    event_id: Uuid,
+) -> anyhow::Result<Option<sync_protocol::days::DailyCheckout>> {
+    let settings: Option<String> = tx_run!(tx, c => {
+        sqlx::query_scalar("SELECT settings FROM events WHERE id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    let settings = EventSettings::parse(settings.as_deref().unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(settings.daily_checkout())
+}
+
 /// What a refold reads of its tickets: their stored check-ins, revocations, presence and
 /// conflicts ([`read_stored`]).
 pub struct Stored {
@@ -638,14 +654,18 @@ pub async fn refold_stored(
                     checkin_id: st.last_movement.map(|m| m.id),
                     hlc: st.last_movement.map(|m| m.hlc).unwrap_or_default(),
                     entries: st.entries,
+                    day: st.day,
+                    day_entries: st.day_entries,
                 }),
                 false,
             ));
         }
+        // Zone conflicts are the capacity replay's (`store::capacity`), not this fold's.
         let mut have: HashMap<(String, Uuid), ConflictRow> = existing_by_ticket
             .remove(&serial)
             .unwrap_or_default()
             .into_iter()
+            .filter(|c| c.kind != ConflictKind::OverCapacity.as_str())
             .map(|c| ((c.kind.clone(), c.trigger_checkin), c))
             .collect();
         for c in &st.conflicts {

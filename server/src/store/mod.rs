@@ -26,6 +26,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod backup;
 pub mod barcodes;
+pub mod capacity;
 pub mod changes;
 pub mod checkins;
 pub mod events;
@@ -44,6 +45,7 @@ pub mod scratch;
 pub mod tickets;
 pub mod users;
 pub mod webhooks;
+pub mod zones;
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/server-sqlite");

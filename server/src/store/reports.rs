@@ -130,7 +130,13 @@ pub async fn conflict_by_id_tx(tx: &mut Tx, id: Uuid) -> sqlx::Result<ConflictRo
     }))
 }
 
-pub async fn gate_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateCount>> {
+/// Counts per gate; `inside_since` is the clock (as stored) of the event's last daily
+/// check-out, 0 without one: presence from before it is not inside any more.
+pub async fn gate_counts(
+    db: &Db,
+    event_id: Uuid,
+    inside_since: i64,
+) -> sqlx::Result<Vec<GateCount>> {
     Ok(db_run!(db, p => {
         sqlx::query_as(
             "SELECT g.id, g.name, g.zone, g.is_active,
@@ -145,26 +151,33 @@ pub async fn gate_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<GateCount>
                 CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
                     AND c.decision = 'reject' AND c.invalid IS NULL AND NOT c.is_test), 0) AS BIGINT) AS rejected,
                 CAST(COALESCE((SELECT count(*) FROM presence pr WHERE pr.event_id = g.event_id
-                    AND pr.last_gate = g.id AND pr.inside), 0) AS BIGINT) AS inside_via,
+                    AND pr.last_gate = g.id AND pr.inside AND pr.hlc >= $2), 0) AS BIGINT) AS inside_via,
                 (SELECT max(gc.last_seen_at) FROM gate_credentials gc WHERE gc.gate_id = g.id) AS last_seen_at
              FROM gates g WHERE g.event_id = $1 ORDER BY g.name, g.id",
         )
         .bind(event_id)
+        .bind(inside_since)
         .fetch_all(p)
         .await?
     }))
 }
 
-pub async fn totals(db: &Db, event_id: Uuid) -> sqlx::Result<(i64, i64, i64, i64)> {
+/// `(inside, admitted, issued, open conflicts)`; `inside_since` as in [`gate_counts`].
+pub async fn totals(
+    db: &Db,
+    event_id: Uuid,
+    inside_since: i64,
+) -> sqlx::Result<(i64, i64, i64, i64)> {
     Ok(db_run!(db, p => {
         sqlx::query_as(
             "SELECT
-                CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND inside) AS BIGINT),
+                CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND inside AND hlc >= $2) AS BIGINT),
                 CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND entries > 0) AS BIGINT),
                 CAST((SELECT count(*) FROM tickets WHERE event_id = $1 AND status = 'valid') AS BIGINT),
                 CAST((SELECT count(*) FROM conflicts WHERE event_id = $1 AND resolution IS NULL) AS BIGINT)",
         )
         .bind(event_id)
+        .bind(inside_since)
         .fetch_one(p)
         .await?
     }))
@@ -269,7 +282,8 @@ pub struct ReportInput {
 }
 
 pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> {
-    let registered = type_counts(db, event_id).await?;
+    // Only `registered` is read here: who is inside does not matter.
+    let registered = type_counts(db, event_id, 0).await?;
     Ok(db_run!(db, p => {
         let participants = sqlx::query_as(
             "SELECT p.id, p.external_id, p.name, p.email, p.organization, p.ticket_type,
@@ -325,17 +339,23 @@ pub struct TypeCount {
     pub inside: i64,
 }
 
-pub async fn type_counts(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<TypeCount>> {
+/// Counts per ticket type; `inside_since` as in [`gate_counts`].
+pub async fn type_counts(
+    db: &Db,
+    event_id: Uuid,
+    inside_since: i64,
+) -> sqlx::Result<Vec<TypeCount>> {
     let mut rows: Vec<TypeCount> = db_run!(db, p => {
         sqlx::query_as(
             "SELECT p.ticket_type, CAST(count(*) AS BIGINT) AS registered,
                 CAST(COALESCE(sum(CASE WHEN pr.entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS admitted,
-                CAST(COALESCE(sum(CASE WHEN pr.inside THEN 1 ELSE 0 END), 0) AS BIGINT) AS inside
+                CAST(COALESCE(sum(CASE WHEN pr.inside AND pr.hlc >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS inside
              FROM participants p
              LEFT JOIN presence pr ON pr.event_id = p.event_id AND pr.serial = p.ticket_serial
              WHERE p.event_id = $1 GROUP BY p.ticket_type",
         )
         .bind(event_id)
+        .bind(inside_since)
         .fetch_all(p)
         .await?
     });

@@ -248,7 +248,20 @@ async fn reimport_updates_changed_rows_and_replicates_renames(app: TestApp) {
         _ => None,
     });
     assert_eq!(renamed.as_deref(), Some("A Renamed"));
-    assert_eq!(changes.len(), 2, "the rename and C's new ticket");
+    // Gates show the holder's organization: B's new one is replicated with B's ticket.
+    let b_serial = find(&people, "B Person")["ticket"]["serial"].clone();
+    let b_org = changes.iter().find_map(|c| match &c.data {
+        sync_protocol::wire::ChangeData::Ticket(t) if json!(t.serial) == b_serial => {
+            t.organization.clone()
+        }
+        _ => None,
+    });
+    assert_eq!(b_org.as_deref(), Some("Acme"));
+    assert_eq!(
+        changes.len(),
+        3,
+        "the rename, B's organization and C's new ticket"
+    );
 
     // Without tickets.
     let r = app

@@ -27,3 +27,4 @@ mod tickets;
 mod trust;
 mod wallet;
 mod webhooks;
+mod zones;

@@ -33,13 +33,14 @@ fn fact(scope: &str, tt: &str, section: &str, subject: &str, metric: &str, value
     )
 }
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "duplicate_admission",
     "passback",
     "exit_without_entry",
     "late_revocation",
     "admitted_despite_known_revocation",
     "revoked_while_inside",
+    "over_capacity",
 ];
 
 /// A gate's expected line: name, zone, entries, exits, rejected, scans, median seconds.

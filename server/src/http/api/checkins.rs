@@ -261,11 +261,21 @@ pub async fn attendance(
     Path(event_id): Path<Uuid>,
 ) -> Result<axum::Json<Attendance>, Error> {
     auth.require(Role::Viewer)?;
-    load_event(&state, event_id).await?;
+    let event = load_event(&state, event_id).await?;
+    // The daily automatic check-out is a rule on the clock, not a job: presence from before
+    // the last check-out instant is not inside.
+    let since = crate::domain::event::EventSettings::parse(&event.settings)?
+        .daily_checkout()
+        .map_or(0, |c| {
+            let ms = u64::try_from(c.last_at_or_before(u64::try_from(now_ms()).unwrap_or(0)))
+                .unwrap_or(0);
+            i64::try_from(sync_protocol::Hlc::new(ms, 0).as_u64()).unwrap_or(i64::MAX)
+        });
     // Counts are cast to BIGINT: a PostgreSQL count()/sum() would otherwise be NUMERIC.
-    let gates = store::reports::gate_counts(&state.db, event_id).await?;
-    let (inside, admitted, issued, open) = store::reports::totals(&state.db, event_id).await?;
-    let types = store::reports::type_counts(&state.db, event_id).await?;
+    let gates = store::reports::gate_counts(&state.db, event_id, since).await?;
+    let (inside, admitted, issued, open) =
+        store::reports::totals(&state.db, event_id, since).await?;
+    let types = store::reports::type_counts(&state.db, event_id, since).await?;
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
     let mut zones: BTreeMap<Option<String>, ZoneAttendance> = BTreeMap::new();
     for g in &gates {

@@ -186,7 +186,7 @@ pub async fn create(
     let ends_at = time_to_ms(req.ends_at);
     check_window(starts_at, ends_at)?;
     let settings = req.settings.unwrap_or_default();
-    settings.check()?;
+    settings.validate()?;
     let now = now_ms();
     // The event tag is a random u32; on the rare collision draw again.
     for _attempt in 0..5 {
@@ -309,7 +309,7 @@ pub async fn update(
     }
     let status = EventStatus::parse(&row.status)?;
     let settings = req.settings.clone().unwrap_or_else(|| before.clone());
-    settings.check()?;
+    settings.validate()?;
     row.settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
     row.updated_at = now_ms();
     if status == EventStatus::Archived && was != EventStatus::Archived {
@@ -326,7 +326,12 @@ pub async fn update(
             "retention_days": row.retention_days}),
     )
     .await?;
-    if settings.allow_multiple_checkins != before.allow_multiple_checkins || status != was {
+    if settings.allow_multiple_checkins != before.allow_multiple_checkins
+        || settings.daily_checkout() != before.daily_checkout()
+        || settings.utc_offset_minutes != before.utc_offset_minutes
+        || settings.ticket_types != before.ticket_types
+        || status != was
+    {
         let gates = store::gates::list_tx(uow.tx(), event_id).await?;
         let changes = gates
             .iter()

@@ -122,6 +122,10 @@ pub fn gate_change(
         supervisor_pin: keys.supervisor_pin.clone(),
         event_status: status.phase(),
         barcode_key: Some(hex::encode(keys.barcode_key)),
+        zones: keys.zones.clone(),
+        auto_checkout: settings.daily_checkout(),
+        utc_offset_minutes: settings.utc_offset_minutes,
+        ticket_types: settings.ticket_types.clone(),
     }))
 }
 

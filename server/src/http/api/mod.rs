@@ -26,6 +26,7 @@ pub mod report;
 pub mod ticket_docs;
 pub mod users;
 pub mod webhooks;
+pub mod zones;
 
 /// A page of a list: `{"items": [...], "next_cursor": null | "..."}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -29,7 +29,7 @@ use crate::http::extract::{Json, Path, Query, double_option, from_value_at, pars
 use crate::service::AppState;
 use crate::service::merge;
 use crate::service::ticket_doc::{self, TicketDoc};
-use crate::service::tickets::{self as issuing, EventKeys, new_ticket};
+use crate::service::tickets::{self as issuing, EventKeys, Holder, new_ticket};
 use crate::service::uow::UnitOfWork;
 use crate::service::webhooks;
 use crate::store::participants::{NewParticipant, ParticipantFields, ParticipantRow};
@@ -432,10 +432,7 @@ pub async fn create(
         .iter()
         .zip(participants.iter().filter(|p| p.ticket_serial.is_some()))
     {
-        changes.push((
-            keys.ticket_change(t, Some(p.fields.name.clone()), p.fields.attention.clone())?,
-            false,
-        ));
+        changes.push((keys.ticket_change(t, Holder::of_fields(&p.fields))?, false));
     }
     let ids: Vec<String> = participants
         .iter()
@@ -594,10 +591,13 @@ pub async fn update(
             serde_json::json!({}),
         )
         .await?;
-        if (f.name != before.name || f.attention != before.attention)
+        if (f.name != before.name
+            || f.attention != before.attention
+            || f.organization != before.organization
+            || f.ticket_type != before.ticket_type)
             && let Some(t) = p.ticket()
         {
-            let change = keys.ticket_change(&t, Some(f.name.clone()), f.attention.clone())?;
+            let change = keys.ticket_change(&t, Holder::of_fields(&f))?;
             uow.change(event_id, change, false)?;
         }
         uow.webhook(
@@ -619,8 +619,7 @@ async fn revoke_in_tx(
     tx: &mut Tx,
     keys: &EventKeys,
     ticket: &TicketRow,
-    display_name: Option<String>,
-    attention: Option<String>,
+    holder: Holder,
     reason: &str,
 ) -> Result<Vec<(ChangeData, bool)>, Error> {
     let now = now_ms();
@@ -634,10 +633,7 @@ async fn revoke_in_tx(
     }
     let mut revoked = ticket.clone();
     revoked.status = TicketStatus::Revoked.as_str().into();
-    changes.push((
-        keys.ticket_change(&revoked, display_name, attention)?,
-        false,
-    ));
+    changes.push((keys.ticket_change(&revoked, holder)?, false));
     Ok(changes)
 }
 
@@ -660,7 +656,17 @@ pub async fn erase(
         .ok_or(Error::NotFound("participant"))?;
     let changes = match p.ticket() {
         // Even an already revoked ticket is re-sent without the name, so replicas forget it.
-        Some(t) => revoke_in_tx(&state, tx, &keys, &t, None, None, "participant erased").await?,
+        Some(t) => {
+            revoke_in_tx(
+                &state,
+                tx,
+                &keys,
+                &t,
+                Holder::default(),
+                "participant erased",
+            )
+            .await?
+        }
         None => Vec::new(),
     };
     store::participants::erase(tx, event_id, id, now_ms()).await?;
@@ -732,16 +738,7 @@ pub async fn issue_ticket(
     if let Some(old) = &old
         && old.status()? == TicketStatus::Valid
     {
-        changes = revoke_in_tx(
-            &state,
-            uow.tx(),
-            &keys,
-            old,
-            name.clone(),
-            p.attention.clone(),
-            "reissued",
-        )
-        .await?;
+        changes = revoke_in_tx(&state, uow.tx(), &keys, old, Holder::of(&p), "reissued").await?;
     }
     let scopes = req
         .scopes
@@ -771,7 +768,13 @@ pub async fn issue_ticket(
     store::participants::set_ticket(uow.tx(), event_id, id, serial, now).await?;
     let ticket = tickets.remove(0);
     changes.push((
-        keys.ticket_change(&ticket, name, p.attention.clone())?,
+        keys.ticket_change(
+            &ticket,
+            Holder {
+                display_name: name,
+                ..Holder::of(&p)
+            },
+        )?,
         false,
     ));
     store::audit::record(
@@ -825,16 +828,8 @@ pub async fn revoke_ticket(
         .ok_or(Error::NotFound("participant"))?;
     let ticket = p.ticket().ok_or(Error::NotFound("ticket"))?;
     if ticket.status()? == TicketStatus::Valid {
-        let changes = revoke_in_tx(
-            &state,
-            uow.tx(),
-            &keys,
-            &ticket,
-            p.name.clone(),
-            p.attention.clone(),
-            &reason,
-        )
-        .await?;
+        let changes =
+            revoke_in_tx(&state, uow.tx(), &keys, &ticket, Holder::of(&p), &reason).await?;
         store::audit::record(
             uow.tx(),
             &auth.actor(),
@@ -871,8 +866,8 @@ pub async fn revoke_serial(
         return Ok(());
     }
     let p = store::participants::get_tx(tx, event_id, ticket.participant_id).await?;
-    let (name, attention) = p.map(|p| (p.name, p.attention)).unwrap_or((None, None));
-    let changes = revoke_in_tx(state, tx, &keys, &ticket, name, attention, reason).await?;
+    let holder = p.as_ref().map(Holder::of).unwrap_or_default();
+    let changes = revoke_in_tx(state, tx, &keys, &ticket, holder, reason).await?;
     merge::revoke_in(uow, event_id, changes).await
 }
 

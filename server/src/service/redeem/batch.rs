@@ -565,6 +565,8 @@ async fn try_batch(
             &pending,
             sync_protocol::merge::FoldPolicy {
                 allow_multiple_checkins: view.allow_multiple_checkins,
+                daily_checkout: view.daily_checkout,
+                utc_offset_minutes: view.utc_offset_minutes,
             },
             now,
         )

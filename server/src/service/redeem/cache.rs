@@ -30,6 +30,9 @@ pub struct EventView {
     pub ring: Arc<KeyRing>,
     pub event_tag: u32,
     pub allow_multiple_checkins: bool,
+    /// The event's daily automatic check-out.
+    pub daily_checkout: Option<sync_protocol::days::DailyCheckout>,
+    pub utc_offset_minutes: i16,
     /// The event's lifecycle status (cached like the rest: a status change is seen within
     /// [`TTL`]).
     pub phase: sync_protocol::wire::EventPhase,
@@ -41,6 +44,8 @@ impl EventView {
         EntryPolicy {
             allow_multiple_checkins: self.allow_multiple_checkins,
             allow_reentry: gate.allow_reentry,
+            // The online redeem does not move holders between zones.
+            zone_transfer: false,
         }
     }
 }
@@ -91,6 +96,8 @@ impl Caches {
             ring: Arc::new(store::redeem::key_ring(db, event_id).await?),
             event_tag: u32::try_from(ev.event_tag).map_err(anyhow::Error::from)?,
             allow_multiple_checkins: settings.allow_multiple_checkins,
+            daily_checkout: settings.daily_checkout(),
+            utc_offset_minutes: settings.utc_offset_minutes,
             phase: crate::domain::event::EventStatus::parse(&ev.status)?.phase(),
         };
         self.events.insert(event_id, view.clone());
