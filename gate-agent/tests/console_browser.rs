@@ -283,6 +283,13 @@ async fn an_organizer_runs_an_event_from_the_console() {
         gates_row.contains("North") && gates_row.contains("hall"),
         "{gates_row}"
     );
+    // Counts by ticket type: Ada is the one speaker, Grace one of three attendees.
+    let types = b.text("#ticket-types tbody").await;
+    let types = types.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        types.contains("speaker 1 1 1") && types.contains("attendee 3 1 1"),
+        "{types:?}"
+    );
     assert_eq!(
         b.js("return window.__same_page || null", vec![]).await,
         json!("yes"),

@@ -28,11 +28,13 @@ fn rules(g: &mut GateConfig) {
             name: "Tuesday".into(),
             valid_days: vec!["2026-12-01".into()],
             entries_per_day: Some(2),
+            scopes: None,
         },
         TicketTypeRule {
             name: "Wednesday".into(),
             valid_days: vec!["2026-12-02".into()],
             entries_per_day: None,
+            scopes: None,
         },
     ];
 }

@@ -9,7 +9,7 @@
 //! lookup key of what it scans offline, and a copy of the replica alone does not list the
 //! barcodes.
 //!
-//! [`normalize`] fixes what a barcode is, so the import and the scan agree: trimmed, 4 to 128
+//! [`normalize`] fixes what a barcode is, so the import and the scan agree: trimmed, 2 to 128
 //! visible ASCII characters without spaces. Anything else is not a barcode (a scan of it stays
 //! `malformed`).
 
@@ -20,7 +20,7 @@ use sha2::Sha256;
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Shortest and longest accepted barcode.
-pub const MIN_LEN: usize = 4;
+pub const MIN_LEN: usize = 2;
 pub const MAX_LEN: usize = 128;
 
 /// The barcode text as imported and scanned, or `None` when `text` cannot be a barcode.
@@ -63,7 +63,8 @@ mod tests {
     fn normalize_accepts_shop_barcodes_and_refuses_the_rest() {
         assert_eq!(normalize(" 1000000000000001\r\n"), Some("1000000000000001"));
         assert_eq!(normalize("p7zcq3xtyr4ab9s2"), Some("p7zcq3xtyr4ab9s2"));
-        assert_eq!(normalize("abc"), None, "too short");
+        assert_eq!(normalize("a"), None, "too short");
+        assert_eq!(normalize("B1"), Some("B1"));
         assert_eq!(normalize(&"9".repeat(129)), None, "too long");
         assert_eq!(normalize("12 34 56"), None, "inner space");
         assert_eq!(normalize("1234\u{0}5678"), None, "control character");

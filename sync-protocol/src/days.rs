@@ -12,22 +12,11 @@
 //! time of the admission that has someone inside, so the result does not depend on any task
 //! having run at that moment.
 
-use serde::{Deserialize, Serialize};
-
 use crate::wire::Reason;
+pub use crate::wire::{DailyCheckout, TicketTypeRule};
 
 const DAY_MS: i64 = 86_400_000;
 const MINUTE_MS: i64 = 60_000;
-
-/// The event's daily automatic check-out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DailyCheckout {
-    /// Minutes after local midnight (0..1440).
-    pub minute_of_day: u16,
-    /// The event's local time minus UTC, in minutes.
-    #[serde(default)]
-    pub utc_offset_minutes: i16,
-}
 
 impl DailyCheckout {
     /// The latest check-out instant at or before `t_ms` (unix ms; may be negative only for
@@ -55,19 +44,6 @@ impl DailyCheckout {
 pub fn local_day(t_ms: u64, utc_offset_minutes: i16) -> i32 {
     let local = i64::try_from(t_ms).unwrap_or(i64::MAX) + i64::from(utc_offset_minutes) * MINUTE_MS;
     i32::try_from(local.div_euclid(DAY_MS)).unwrap_or(i32::MAX)
-}
-
-/// What a ticket type allows on which days, as replicated to gates in their configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct TicketTypeRule {
-    /// The participants' `ticket_type`.
-    pub name: String,
-    /// Event-local dates (`YYYY-MM-DD`) the type is valid on; empty = every day.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub valid_days: Vec<String>,
-    /// Most entries per event-local day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entries_per_day: Option<u32>,
 }
 
 /// The day number of a `YYYY-MM-DD` date; `None` if it is not one.
@@ -105,6 +81,7 @@ mod tests {
             name: "Tuesday".into(),
             valid_days: vec!["2026-12-01".into(), "2026-12-03".into()],
             entries_per_day: Some(2),
+            scopes: None,
         };
         assert_eq!(check_day(&rule, 20_788, 0), Ok(()));
         assert_eq!(check_day(&rule, 20_788, 1), Ok(()));

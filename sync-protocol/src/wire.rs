@@ -442,18 +442,18 @@ pub struct GateConfig {
     /// by the key it gives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barcode_key: Option<String>,
-    /// The event's zones with their capacities ([`crate::zones`]); every gate gets them all.
+    /// The event's zones with their capacities (`zones`); every gate gets them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub zones: Vec<crate::zones::ZoneRule>,
-    /// The event's automatic daily check-out ([`crate::days`]).
+    pub zones: Vec<ZoneRule>,
+    /// The event's automatic daily check-out (`days`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_checkout: Option<crate::days::DailyCheckout>,
+    pub auto_checkout: Option<DailyCheckout>,
     /// The event's local time minus UTC in minutes: what "today" means at the gate.
     #[serde(default)]
     pub utc_offset_minutes: i16,
-    /// Day validity and daily limits per ticket type ([`crate::days`]).
+    /// Day validity and daily limits per ticket type (`days`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ticket_types: Vec<crate::days::TicketTypeRule>,
+    pub ticket_types: Vec<TicketTypeRule>,
 }
 
 fn default_true() -> bool {
@@ -474,7 +474,7 @@ pub struct PresenceChange {
     /// Effective entries so far: single-entry gates reject a ticket that has any.
     #[serde(default)]
     pub entries: u32,
-    /// The event-local day of the last effective entry ([`crate::days::local_day`]).
+    /// The event-local day of the last effective entry (`days::local_day`).
     #[serde(default)]
     pub day: i32,
     /// Effective entries on that day (daily limits).
@@ -695,4 +695,53 @@ mod tests {
         c.ticket_serial = None;
         assert_eq!(c.validate(), Err(CheckinError::NoSubject));
     }
+}
+
+// The rule data gates receive in their configuration; the rules that read them are in `days`
+// and `zones`.
+
+/// The event's daily automatic check-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyCheckout {
+    /// Minutes after local midnight (0..1440).
+    pub minute_of_day: u16,
+    /// The event's local time minus UTC, in minutes.
+    #[serde(default)]
+    pub utc_offset_minutes: i16,
+}
+
+/// What a ticket type allows on which days, as replicated to gates in their configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TicketTypeRule {
+    /// The participants' `ticket_type`.
+    pub name: String,
+    /// Event-local dates (`YYYY-MM-DD`) the type is valid on; empty = every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_days: Vec<String>,
+    /// Most entries per event-local day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_per_day: Option<u32>,
+    /// The zones (scope bits, [`crate::zones`]) new tickets of this type open; unset: the
+    /// default scope (bit 0). Read by the server when it issues a ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<u16>,
+}
+
+/// A zone as replicated to gates in their configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ZoneRule {
+    /// The scope bit (0..=15) of the zone.
+    pub bit: u8,
+    #[serde(default)]
+    pub name: String,
+    /// Hard capacity: an entry while this many are inside is refused (`zone_full`).
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// Soft threshold: an entry that brings the occupancy to this many is admitted with a
+    /// warning.
+    #[serde(default)]
+    pub soft_capacity: Option<u32>,
+    /// Entering this zone checks the holder out of the zone they are in.
+    #[serde(default)]
+    pub transfer: bool,
 }

@@ -26,29 +26,11 @@ use uuid::Uuid;
 use crate::days::DailyCheckout;
 use crate::hlc::Hlc;
 use crate::merge::Conflict;
+pub use crate::wire::ZoneRule;
 use crate::wire::{ConflictKind, Direction, Reason};
 
 /// Highest zone bit (the scopes bitmask has 16 bits).
 pub const MAX_ZONE_BIT: u8 = 15;
-
-/// A zone as replicated to gates in their configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ZoneRule {
-    /// The scope bit (0..=15) of the zone.
-    pub bit: u8,
-    #[serde(default)]
-    pub name: String,
-    /// Hard capacity: an entry while this many are inside is refused (`zone_full`).
-    #[serde(default)]
-    pub capacity: Option<u32>,
-    /// Soft threshold: an entry that brings the occupancy to this many is admitted with a
-    /// warning.
-    #[serde(default)]
-    pub soft_capacity: Option<u32>,
-    /// Entering this zone checks the holder out of the zone they are in.
-    #[serde(default)]
-    pub transfer: bool,
-}
 
 impl ZoneRule {
     /// The zone's bit in a scopes mask.

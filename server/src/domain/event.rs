@@ -157,6 +157,9 @@ fn minute_of_day(text: &str) -> Option<u16> {
     (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
+/// The scopes of a new ticket whose type sets none: zone bit 0.
+pub const DEFAULT_SCOPES: u16 = 1;
+
 /// A point on the map, in degrees (WGS 84).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +252,12 @@ impl EventSettings {
                     ),
                 ));
             }
+            if t.scopes == Some(0) {
+                return Err(Error::validation(
+                    format!("settings.ticket_types[{i}].scopes"),
+                    "scopes must open at least one zone (a non-zero bitmask)",
+                ));
+            }
             if t.entries_per_day == Some(0) {
                 return Err(Error::validation(
                     format!("settings.ticket_types[{i}].entries_per_day"),
@@ -266,6 +275,19 @@ impl EventSettings {
             minute_of_day: minute,
             utc_offset_minutes: self.utc_offset_minutes,
         })
+    }
+
+    /// The scopes (zones) a new ticket of a participant with `ticket_type` opens: its type's
+    /// `scopes` (names compared trimmed, ignoring case), else [`DEFAULT_SCOPES`].
+    pub fn scopes_for(&self, ticket_type: Option<&str>) -> u16 {
+        let Some(wanted) = ticket_type.map(str::trim) else {
+            return DEFAULT_SCOPES;
+        };
+        self.ticket_types
+            .iter()
+            .find(|t| t.name.trim().eq_ignore_ascii_case(wanted))
+            .and_then(|t| t.scopes)
+            .unwrap_or(DEFAULT_SCOPES)
     }
 
     /// The part of the settings the merge fold needs.

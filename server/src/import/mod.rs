@@ -355,7 +355,7 @@ impl<R: Read> ParticipantCsv<R> {
                         error(
                             "barcode",
                             format!(
-                                "{raw:?} is not a barcode: 4 to 128 letters, digits or signs, \
+                                "{raw:?} is not a barcode: 2 to 128 letters, digits or signs, \
                                  without spaces"
                             ),
                         )

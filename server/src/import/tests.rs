@@ -89,9 +89,10 @@ fn eventbrite_attendee_summary_parses_every_row() {
     assert_eq!(first.ticket_type.as_deref(), Some("Staff"));
     assert_eq!(first.attention, None);
     assert_eq!(first.metadata["Order #"], json!("1000000000"));
-    assert_eq!(first.metadata["Barcode #"], json!("1000000000000001"));
+    // The barcode and the status are fields of their own now, not metadata.
+    assert_eq!(first.barcode.as_deref(), Some("1000000000000001"));
+    assert!(!first.cancelled);
     assert_eq!(first.metadata["Buyer Last Name"], json!("박"));
-    assert_eq!(first.metadata["Attendee Status"], json!("Attending"));
     for used in [
         "First Name",
         "Last Name",
@@ -99,6 +100,8 @@ fn eventbrite_attendee_summary_parses_every_row() {
         "Cell Phone",
         "Company",
         "Attendee #",
+        "Barcode #",
+        "Attendee Status",
     ] {
         assert!(!first.metadata.contains_key(used), "{used} is in metadata");
     }
@@ -106,7 +109,7 @@ fn eventbrite_attendee_summary_parses_every_row() {
         !first.metadata.contains_key("Home Phone"),
         "empty cells are left out"
     );
-    assert_eq!(first.metadata.len(), 14);
+    assert_eq!(first.metadata.len(), 12);
 
     assert_eq!(at(&rows, 4).organization, None);
     assert_eq!(at(&rows, 8).organization.as_deref(), Some("Acme, Inc."));
@@ -537,7 +540,8 @@ fn fallbacks_apply_per_row() {
     assert_eq!(rows[0].phone.as_deref(), Some("222"));
     assert_eq!(rows[0].external_id.as_deref(), Some("A1"));
     assert_eq!(rows[0].metadata["Home Phone"], json!("111"));
-    assert_eq!(rows[0].metadata["Barcode #"], json!("B1"));
+    assert_eq!(rows[0].barcode.as_deref(), Some("B1"));
+    assert_eq!(rows[1].barcode.as_deref(), Some("B2"));
     assert_eq!(rows[1].name, "Bo Boson");
     assert_eq!(rows[1].phone.as_deref(), Some("333"));
     assert_eq!(rows[1].external_id.as_deref(), Some("B2"));

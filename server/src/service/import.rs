@@ -149,6 +149,7 @@ where
 
     let mut writer = Writer {
         event: &event,
+        settings: crate::domain::event::EventSettings::parse(&event.settings)?,
         keys: &keys,
         event_id,
         write: !options.dry_run,
@@ -311,6 +312,8 @@ const ANALYZE_AFTER: u64 = 1_000;
 /// State of one import across batches.
 struct Writer<'a> {
     event: &'a store::events::EventRow,
+    /// The event's settings: which zones a ticket type's new tickets open.
+    settings: crate::domain::event::EventSettings,
     keys: &'a EventKeys,
     event_id: Uuid,
     write: bool,
@@ -757,7 +760,8 @@ impl Writer<'_> {
         for (fields, line, barcode, cancelled) in inserts {
             let id = Uuid::now_v7();
             let serial = if self.issue_tickets {
-                let t = new_ticket(self.keys, self.event, id, next_serial, 1, self.now)?;
+                let scopes = self.settings.scopes_for(fields.ticket_type.as_deref());
+                let t = new_ticket(self.keys, self.event, id, next_serial, scopes, self.now)?;
                 next_serial += 1;
                 let s = t.serial;
                 self.pending_tickets.push(t);

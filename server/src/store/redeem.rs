@@ -178,6 +178,56 @@ pub async fn tickets_by_code(
     Ok(rows.into_iter().map(|r| (r.short_code, r.ticket)).collect())
 }
 
+#[derive(FromRow)]
+pub struct BarcodeRow {
+    pub barcode_key: String,
+    #[sqlx(flatten)]
+    pub ticket: TicketLite,
+}
+
+/// Tickets (with their holder) by the lookup keys of shop barcodes ([`super::barcodes`]).
+pub async fn tickets_by_barcode(
+    tx: &mut Tx,
+    event_id: Uuid,
+    keys: &[String],
+) -> anyhow::Result<HashMap<String, TicketLite>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<BarcodeRow> = match tx {
+        Tx::Postgres(t) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT b.barcode_key, {TICKET_COLUMNS}
+                 FROM ticket_barcodes b
+                 JOIN tickets t ON t.event_id = b.event_id AND t.serial = b.serial
+                 JOIN participants p ON p.event_id = t.event_id AND p.id = t.participant_id
+                 WHERE b.event_id = $1 AND b.barcode_key = ANY($2)"
+            )))
+            .bind(event_id)
+            .bind(keys)
+            .fetch_all(&mut **t)
+            .await?
+        }
+        Tx::Sqlite(t) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT b.barcode_key, {TICKET_COLUMNS}
+                 FROM ticket_barcodes b
+                 JOIN tickets t ON t.event_id = b.event_id AND t.serial = b.serial
+                 JOIN participants p ON p.event_id = t.event_id AND p.id = t.participant_id
+                 WHERE b.event_id = $1 AND b.barcode_key IN (SELECT value FROM json_each($2))"
+            )))
+            .bind(event_id)
+            .bind(serde_json::to_string(keys)?)
+            .fetch_all(&mut **t)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.barcode_key, r.ticket))
+        .collect())
+}
+
 /// Tickets (with their holder) of `serials` that exist, and the change log head (saves a
 /// round trip in the batch).
 pub async fn ticket_states(

@@ -297,6 +297,7 @@ async fn a_silent_gate_fires_gate_offline_once_and_gate_online_once_when_it_pull
     let rx = Receiver::start().await;
     let event = app.create_event("Offline").await;
     let ev = event["id"].as_str().unwrap();
+    go_live(&app, ev).await;
     let secret = hook(&app, ev, &rx).await;
     put_rules(
         &app,
@@ -394,6 +395,7 @@ async fn a_deep_outbox_fires_and_clears(app: TestApp) {
     let rx = Receiver::start().await;
     let event = app.create_event("Outbox").await;
     let ev = event["id"].as_str().unwrap();
+    go_live(&app, ev).await;
     let secret = hook(&app, ev, &rx).await;
     put_rules(&app, ev, only(json!({"outbox_depth": {"above": 5}}))).await;
     let gate = new_gate(&app, ev, "North", None).await;
@@ -440,6 +442,7 @@ async fn an_unresolved_conflict_fires_until_it_is_resolved(app: TestApp) {
     let rx = Receiver::start().await;
     let event = app.create_event("Conflicts").await;
     let ev = event["id"].as_str().unwrap();
+    go_live(&app, ev).await;
     let secret = hook(&app, ev, &rx).await;
     put_rules(
         &app,
@@ -522,6 +525,7 @@ async fn attendance_and_the_rejected_share_fire_past_their_thresholds(app: TestA
     let rx = Receiver::start().await;
     let event = app.create_event("Counts").await;
     let ev = event["id"].as_str().unwrap();
+    go_live(&app, ev).await;
     let secret = hook(&app, ev, &rx).await;
     put_rules(
         &app,
@@ -639,6 +643,7 @@ async fn each_transition_mails_the_staff_once_when_smtp_is_configured() {
     .await;
     let event = app.create_event("Mailed").await;
     let ev = event["id"].as_str().unwrap();
+    go_live(&app, ev).await;
     put_rules(&app, ev, only(json!({"outbox_depth": {"above": 5}}))).await;
     let gate = new_gate(&app, ev, "North", None).await;
     pull(&app, &gate, Some(6)).await;
@@ -714,4 +719,16 @@ async fn each_transition_mails_the_staff_once_when_smtp_is_configured() {
         .assert_status(200)
         .clone();
     assert_eq!(mails["items"], json!([]), "{mails}");
+}
+
+/// Check-ins of a draft event are tests that count for nothing (docs/lifecycle.md): the rules
+/// are tried on live events.
+async fn go_live(app: &TestApp, ev: &str) {
+    app.patch(
+        Some(&app.admin),
+        &format!("/api/v1/events/{ev}"),
+        json!({"status": "live"}),
+    )
+    .await
+    .assert_status(200);
 }

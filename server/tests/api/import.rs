@@ -13,6 +13,7 @@ backend_tests!(
     a_large_import_takes_the_bulk_path_and_a_renaming_reimport_upserts_the_log,
     rows_of_later_batches_are_checked_against_every_earlier_row,
     shop_barcodes_become_keyed_credentials_and_void_rows_revoked_tickets,
+    a_ticket_types_scopes_are_the_zones_its_new_tickets_open,
 );
 
 async fn all_participants(app: &TestApp, ev: &str) -> Vec<Value> {
@@ -538,8 +539,97 @@ async fn shop_barcodes_become_keyed_credentials_and_void_rows_revoked_tickets(ap
     );
     assert!(app.changes(ev, head).await.is_empty());
 
+    // The online redeem looks a barcode up like the gate does.
+    app.patch(
+        Some(&app.admin),
+        &format!("/api/v1/events/{ev}"),
+        json!({"status": "live"}),
+    )
+    .await
+    .assert_status(200);
+    let door = crate::sync::create_gate(&app, ev, "Door", None).await;
+    let redeem = async |credential: &str| {
+        app.post(
+            Some(&app.staff),
+            &format!("/api/v1/events/{ev}/redeem"),
+            json!({"credential": credential, "gate_id": door, "direction": "in"}),
+        )
+        .await
+        .assert_status(200)
+        .clone()
+    };
+    let r = redeem(" sec7rq2mzx41 ").await;
+    assert_eq!(
+        (r["decision"].as_str(), r["name"].as_str()),
+        (Some("admit"), Some("Ana Paid")),
+        "{r}"
+    );
+    assert_eq!(r["ticket_serial"], ana_serial, "{r}");
+    let r = redeem("sec9kd0wpl22").await;
+    assert_eq!(
+        (r["decision"].as_str(), r["reason"].as_str()),
+        (Some("reject"), Some("revoked")),
+        "{r}"
+    );
+    let r = redeem("secneverissued").await;
+    assert_eq!(
+        (r["decision"].as_str(), r["reason"].as_str()),
+        (Some("reject"), Some("malformed")),
+        "{r}"
+    );
+
     let bad = "Attendee name,Barcode\nDee Bad,12 34\n";
     let r = app.post_csv(Some(&app.staff), &path, bad.to_owned()).await;
     r.assert_problem(422, Some("barcode"));
     assert_eq!(r.body["errors"][0]["line"], 2, "{}", r.body);
+}
+
+/// A ticket type's `scopes` in the event settings are the zones its new tickets open, through
+/// the import and the participants API; an explicit `scopes` wins; a type without a rule (or no
+/// type) opens the default zone; a zero bitmask is refused naming the field.
+async fn a_ticket_types_scopes_are_the_zones_its_new_tickets_open(app: TestApp) {
+    let event = app.create_event("Types").await;
+    let ev = event["id"].as_str().unwrap();
+    let settings = |types: Value| json!({"settings": {"ticket_types": types}});
+    app.patch(
+        Some(&app.admin),
+        &format!("/api/v1/events/{ev}"),
+        settings(json!([{"name": "VIP", "scopes": 0}])),
+    )
+    .await
+    .assert_problem(422, Some("settings.ticket_types[0].scopes"));
+    app.patch(
+        Some(&app.admin),
+        &format!("/api/v1/events/{ev}"),
+        settings(json!([{"name": "VIP", "scopes": 3}, {"name": "Crew", "scopes": 4}])),
+    )
+    .await
+    .assert_status(200);
+
+    let path = format!("/api/v1/events/{ev}/participants/import");
+    let csv = "name,ticket_type\nVera,vip\nGus,General\nCal, Crew \nNoa,\n";
+    app.post_csv(Some(&app.staff), &path, csv.to_owned())
+        .await
+        .assert_status(200);
+    let people = all_participants(&app, ev).await;
+    let scopes = |name: &str| find(&people, name)["ticket"]["scopes"].as_u64();
+    assert_eq!(
+        [scopes("Vera"), scopes("Gus"), scopes("Cal"), scopes("Noa")],
+        [Some(3), Some(1), Some(4), Some(1)]
+    );
+
+    let create = async |body: Value| {
+        app.post(
+            Some(&app.staff),
+            &format!("/api/v1/events/{ev}/participants"),
+            body,
+        )
+        .await
+        .assert_status(201)
+        .clone()
+    };
+    let p = create(json!({"name": "Pia", "ticket_type": "VIP"})).await;
+    assert_eq!(p["ticket"]["scopes"], 3, "{p}");
+    let p = create(json!({"name": "Ola", "ticket_type": "VIP", "scopes": 8})).await;
+    assert_eq!(p["ticket"]["scopes"], 8, "{p}");
 }

@@ -408,10 +408,13 @@ pub async fn create(
     }
     let mut participants = Vec::with_capacity(wanted.len());
     let mut tickets = Vec::new();
+    let settings = crate::domain::event::EventSettings::parse(&event.settings)?;
     for (_, fields, scopes, issue) in wanted {
         let id = Uuid::now_v7();
         let serial = if issue {
-            let t = new_ticket(&keys, &event, id, next_serial, scopes.unwrap_or(1), now)?;
+            let scopes =
+                scopes.unwrap_or_else(|| settings.scopes_for(fields.ticket_type.as_deref()));
+            let t = new_ticket(&keys, &event, id, next_serial, scopes, now)?;
             next_serial += 1;
             let s = t.serial;
             tickets.push(t);

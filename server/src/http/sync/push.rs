@@ -44,7 +44,11 @@ pub async fn push(
         ));
     }
     // An archived event is read-only (its gates refuse every scan); the view is cached.
-    if state.redeem.event(&state.db, gate.event_id).await?.phase
+    if state
+        .redeem
+        .event(&state.db, &state.master, gate.event_id)
+        .await?
+        .phase
         == sync_protocol::wire::EventPhase::Archived
     {
         return Err(Error::Conflict(

@@ -57,6 +57,9 @@ pub struct Check {
     pub method: Method,
     pub verdict: Result<(), Reason>,
     pub code: Option<ShortCode>,
+    /// The lookup key of a shop barcode ([`sync_protocol::barcode`]): neither `U1:` nor a short
+    /// code, but perhaps the ticket shop's own credential.
+    pub barcode: Option<String>,
 }
 
 /// The storage-free checks of the one admission rule (`sync_protocol::decide`): direction,
@@ -78,6 +81,7 @@ pub fn check(
         u16::try_from(gate.zone_mask).unwrap_or(0),
         now_unix,
     );
+    let mut barcode = None;
     let (serial, method, verdict, code) = match parse_text(credential) {
         Ok(Credential::Ticket(t)) => (
             Some(t.fields.serial),
@@ -87,7 +91,12 @@ pub fn check(
         ),
         Ok(Credential::Code(c)) => (None, Method::Code, Ok(()), Some(c)),
         Ok(Credential::Ble(_)) => (None, Method::Code, Err(Reason::Malformed), None),
-        Err(reason) => (None, Method::Code, Err(reason), None),
+        Err(reason) => {
+            barcode = sync_protocol::barcode::normalize(credential)
+                .zip(view.barcode_key)
+                .map(|(text, key)| sync_protocol::barcode::lookup_key(&key, text));
+            (None, Method::Code, Err(reason), None)
+        }
     };
     Check {
         direction,
@@ -97,6 +106,7 @@ pub fn check(
         method,
         verdict,
         code,
+        barcode,
     }
 }
 
@@ -312,7 +322,7 @@ async fn try_batch(
 ) -> Result<Attempt, Error> {
     let mut results: Vec<Option<Result<RedeemOut, Error>>> = scans.iter().map(|_| None).collect();
     // The newest key ring and fold policy (a drain task can outlive many cache refreshes).
-    let view = match state.redeem.event(&state.db, event_id).await {
+    let view = match state.redeem.event(&state.db, &state.master, event_id).await {
         Ok(v) => v,
         Err(e) => {
             return Ok(Attempt::Done(
@@ -349,6 +359,8 @@ async fn try_batch(
         .map(|c| i64_of(c.value()))
         .collect::<Result<_, _>>()?;
     let by_code = store::redeem::tickets_by_code(tx, event_id, &codes).await?;
+    let barcodes: Vec<String> = checks.iter().filter_map(|c| c.barcode.clone()).collect();
+    let by_barcode = store::redeem::tickets_by_barcode(tx, event_id, &barcodes).await?;
     let mut coded: HashMap<usize, &TicketLite> = HashMap::new();
     let mut serials_seen = BTreeSet::new();
     let mut included = Vec::with_capacity(scans.len());
@@ -361,7 +373,13 @@ async fn try_batch(
                 }
                 None => None,
             },
-            None => c.serial,
+            None => match c.barcode.as_ref().and_then(|k| by_barcode.get(k)) {
+                Some(t) => {
+                    coded.insert(i, t);
+                    Some(u64::try_from(t.serial).map_err(anyhow::Error::from)?)
+                }
+                None => c.serial,
+            },
         };
         // One scan per ticket per batch; a later one waits (answer `None`).
         if serial.is_none_or(|s| serials_seen.insert(s)) {
@@ -426,6 +444,10 @@ async fn try_batch(
                 Some(t) => check_row(&facts(t), &c.policy, c.direction),
                 None => Err(Reason::UnknownCode),
             };
+        } else if c.barcode.is_some()
+            && let Some(t) = coded.get(&i)
+        {
+            verdict = check_row(&facts(t), &c.policy, c.direction);
         }
         verdict = verdict.and(c.allowed);
         if serial.is_some() && verdict.is_ok() {

@@ -36,6 +36,8 @@ pub struct EventView {
     /// The event's lifecycle status (cached like the rest: a status change is seen within
     /// [`TTL`]).
     pub phase: sync_protocol::wire::EventPhase,
+    /// The event barcode key: a scanned shop barcode is looked up by the key it gives.
+    pub barcode_key: Option<[u8; 32]>,
 }
 
 impl EventView {
@@ -86,7 +88,12 @@ impl Default for Caches {
 
 impl Caches {
     /// The event's key ring and policy.
-    pub async fn event(&self, db: &Db, event_id: Uuid) -> Result<EventView, Error> {
+    pub async fn event(
+        &self,
+        db: &Db,
+        master: &crate::domain::crypto::MasterKey,
+        event_id: Uuid,
+    ) -> Result<EventView, Error> {
         if let Some(v) = self.events.get(&event_id) {
             return Ok(v);
         }
@@ -99,6 +106,13 @@ impl Caches {
             daily_checkout: settings.daily_checkout(),
             utc_offset_minutes: settings.utc_offset_minutes,
             phase: crate::domain::event::EventStatus::parse(&ev.status)?.phase(),
+            barcode_key: match store::events::secrets(db, event_id).await? {
+                Some(s) => Some(sync_protocol::barcode::event_key(&master.open_32(
+                    &crate::service::tickets::secret_aad(event_id, "ble"),
+                    &s.ble_secret,
+                )?)),
+                None => None,
+            },
         };
         self.events.insert(event_id, view.clone());
         Ok(view)

@@ -65,7 +65,10 @@ pub async fn redeem(
     if let Redeemer::Gate(g) = &by {
         g.require_event(event_id)?;
     }
-    let view = state.redeem.event(&state.db, event_id).await?;
+    let view = state
+        .redeem
+        .event(&state.db, &state.master, event_id)
+        .await?;
     let gate = state
         .redeem
         .gate(&state.db, req.gate_id)

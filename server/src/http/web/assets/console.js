@@ -288,6 +288,9 @@
       text("checked-in", `${att.attended} / ${att.registered}`);
       text("inside", String(att.inside));
       text("open-conflicts", String(att.open_conflicts));
+      const types = document.querySelector("#ticket-types tbody");
+      types.replaceChildren(...(att.ticket_types || []).map((t) =>
+        row([t.ticket_type || "(no type)", t.registered, t.admitted, t.inside])));
       const zones = document.querySelector("#zones tbody");
       zones.replaceChildren(...att.zones.map((z) => row([z.zone || "(no zone)", z.inside, z.entries, z.exits])));
       const info = new Map(gates.items.map((g) => [g.id, g]));
