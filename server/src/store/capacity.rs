@@ -19,7 +19,6 @@ use sync_protocol::wire::{ConflictKind, Direction};
 use sync_protocol::zones::{ZoneMove, ZoneRule, capacity_conflicts, defined_zone_mask};
 use uuid::Uuid;
 
-use super::checkins::i64_of;
 use super::{Tx, tx_run};
 use crate::domain::live::Live;
 
@@ -160,32 +159,9 @@ pub async fn replay(
             if existing.remove(&c.trigger).is_some() {
                 continue;
             }
-            let id = Uuid::now_v7();
             let serial = serial_of.get(&c.trigger).copied().unwrap_or(0);
-            tx_run!(tx, conn => {
-                sqlx::query(
-                    "INSERT INTO conflicts (id, event_id, kind, ticket_serial, trigger_checkin,
-                            checkin_ids, gate_ids, detected_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (event_id, kind, trigger_checkin) DO NOTHING",
-                )
-                .bind(id)
-                .bind(event_id)
-                .bind(c.kind.as_str())
-                .bind(i64_of(serial)?)
-                .bind(c.trigger)
-                .bind(serde_json::to_string(&c.checkin_ids)?)
-                .bind(serde_json::to_string(&c.gate_ids)?)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            });
-            out.live.push(Live::Conflict {
-                event_id,
-                conflict_id: id,
-                kind: c.kind,
-                ticket_serial: serial,
-            });
+            out.live
+                .push(super::checkins::insert_conflict(tx, event_id, serial, c, now).await?);
         }
         out.conflicts.extend(found);
         // Overshoots of this zone the replay no longer finds (history reordered by a late

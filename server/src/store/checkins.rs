@@ -692,31 +692,8 @@ pub async fn refold_stored(
 
     write_presence(tx, event_id, &presence_rows).await?;
     for (serial, c) in conflict_inserts {
-        let id = Uuid::now_v7();
-        tx_run!(tx, conn => {
-            sqlx::query(
-                "INSERT INTO conflicts (id, event_id, kind, ticket_serial, trigger_checkin,
-                        checkin_ids, gate_ids, detected_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (event_id, kind, trigger_checkin) DO NOTHING",
-            )
-            .bind(id)
-            .bind(event_id)
-            .bind(c.kind.as_str())
-            .bind(i64_of(serial)?)
-            .bind(c.trigger)
-            .bind(serde_json::to_string(&c.checkin_ids)?)
-            .bind(serde_json::to_string(&c.gate_ids)?)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        });
-        out.live.push(Live::Conflict {
-            event_id,
-            conflict_id: id,
-            kind: c.kind,
-            ticket_serial: serial,
-        });
+        out.live
+            .push(insert_conflict(tx, event_id, serial, &c, now).await?);
     }
     for (id, c) in conflict_updates {
         tx_run!(tx, conn => {
@@ -896,6 +873,41 @@ struct Existing {
 /// returns its acknowledged seq. The gate row lock orders concurrent pushes of one gate. Taken
 /// after the ticket locks: every writer takes tickets, then gate rows, then the change counter
 /// (the online redeem too), so no two can wait on each other in a cycle.
+/// Stores a detected conflict (once per kind and trigger check-in) and returns its live item.
+pub(crate) async fn insert_conflict(
+    tx: &mut Tx,
+    event_id: Uuid,
+    serial: u64,
+    c: &Conflict,
+    now: i64,
+) -> anyhow::Result<Live> {
+    let id = Uuid::now_v7();
+    tx_run!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO conflicts (id, event_id, kind, ticket_serial, trigger_checkin,
+                    checkin_ids, gate_ids, detected_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (event_id, kind, trigger_checkin) DO NOTHING",
+        )
+        .bind(id)
+        .bind(event_id)
+        .bind(c.kind.as_str())
+        .bind(i64_of(serial)?)
+        .bind(c.trigger)
+        .bind(serde_json::to_string(&c.checkin_ids)?)
+        .bind(serde_json::to_string(&c.gate_ids)?)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    });
+    Ok(Live::Conflict {
+        event_id,
+        conflict_id: id,
+        kind: c.kind,
+        ticket_serial: serial,
+    })
+}
+
 pub async fn lock_gate_acked(tx: &mut Tx, gate_id: Uuid) -> sqlx::Result<i64> {
     Ok(match tx {
         Tx::Postgres(t) => {
