@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use sync_protocol::wire::ChangeData;
 use uuid::Uuid;
 
 use crate::domain::Error;
@@ -65,12 +64,7 @@ pub async fn set_supervisor_pin(
         serde_json::json!({}),
     )
     .await?;
-    let gates = store::gates::list_tx(uow.tx(), event_id).await?;
-    let changes = gates
-        .iter()
-        .map(|g| super::gates::gate_change(g, &keys, &settings, status).map(|c| (c, false)))
-        .collect::<Result<Vec<(ChangeData, bool)>, Error>>()?;
-    uow.changes(event_id, changes)?;
+    super::gates::replicate_all_gates(&mut uow, event_id, &keys, &settings, status).await?;
     uow.commit(&state.notifier).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sync_protocol::wire::ChangeData;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -332,12 +331,7 @@ pub async fn update(
         || settings.ticket_types != before.ticket_types
         || status != was
     {
-        let gates = store::gates::list_tx(uow.tx(), event_id).await?;
-        let changes = gates
-            .iter()
-            .map(|g| super::gates::gate_change(g, &keys, &settings, status).map(|c| (c, false)))
-            .collect::<Result<Vec<(ChangeData, bool)>, Error>>()?;
-        uow.changes(event_id, changes)?;
+        super::gates::replicate_all_gates(&mut uow, event_id, &keys, &settings, status).await?;
     }
     uow.commit(&state.notifier).await?;
     state.redeem.forget_event(event_id);

@@ -129,6 +129,23 @@ pub fn gate_change(
     }))
 }
 
+/// Records the replicated configuration of every gate of the event in `uow` (after a change to
+/// something all of them carry: the event's status, settings, zones or supervisor PIN).
+pub async fn replicate_all_gates(
+    uow: &mut UnitOfWork,
+    event_id: Uuid,
+    keys: &EventKeys,
+    settings: &EventSettings,
+    status: crate::domain::event::EventStatus,
+) -> Result<(), Error> {
+    let gates = store::gates::list_tx(uow.tx(), event_id).await?;
+    let changes = gates
+        .iter()
+        .map(|g| gate_change(g, keys, settings, status).map(|c| (c, false)))
+        .collect::<Result<Vec<(ChangeData, bool)>, Error>>()?;
+    uow.changes(event_id, changes)
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GateCreate {

@@ -9,7 +9,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sync_protocol::wire::ChangeData;
 use sync_protocol::zones::MAX_ZONE_BIT;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -149,12 +148,7 @@ async fn save(
         serde_json::json!({"name": zone.name, "bit": zone.bit, "capacity": zone.capacity}),
     )
     .await?;
-    let gates = store::gates::list_tx(uow.tx(), event_id).await?;
-    let changes = gates
-        .iter()
-        .map(|g| super::gates::gate_change(g, &keys, &settings, status).map(|c| (c, false)))
-        .collect::<Result<Vec<(ChangeData, bool)>, Error>>()?;
-    uow.changes(event_id, changes)?;
+    super::gates::replicate_all_gates(&mut uow, event_id, &keys, &settings, status).await?;
     uow.commit(&state.notifier).await?;
     Ok(())
 }
