@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{Db, Tx, db_run};
+use super::Tx;
 
 /// The serial each of `keys` belongs to, for those the event has.
 pub async fn serials_of(
@@ -77,17 +77,4 @@ pub async fn upsert(tx: &mut Tx, event_id: Uuid, rows: &[(String, i64)]) -> anyh
         }
     }
     Ok(())
-}
-
-/// The serial a barcode belongs to (outside a transaction: the online redeem).
-pub async fn serial_of(db: &Db, event_id: Uuid, key: &str) -> sqlx::Result<Option<i64>> {
-    db_run!(db, p => {
-        sqlx::query_scalar(
-            "SELECT serial FROM ticket_barcodes WHERE event_id = $1 AND barcode_key = $2",
-        )
-        .bind(event_id)
-        .bind(key)
-        .fetch_optional(p)
-        .await
-    })
 }
