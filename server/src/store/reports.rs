@@ -132,28 +132,63 @@ pub async fn conflict_by_id_tx(tx: &mut Tx, id: Uuid) -> sqlx::Result<ConflictRo
 
 /// Counts per gate; `inside_since` is the clock (as stored) of the event's last daily
 /// check-out, 0 without one: presence from before it is not inside any more.
+///
+/// Entries, exits and rejections come from `gate_counters` (kept by triggers on `checkins`,
+/// migration `20261204050001_counters`); who is inside through which gate from one pass over
+/// the event's presence rows (tickets that moved), never over its participants or check-ins.
 pub async fn gate_counts(
     db: &Db,
     event_id: Uuid,
     inside_since: i64,
 ) -> sqlx::Result<Vec<GateCount>> {
-    Ok(db_run!(db, p => {
+    let mut gates: Vec<GateCount> = db_run!(db, p => {
         sqlx::query_as(
             "SELECT g.id, g.name, g.zone, g.is_active,
-                CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
-                    AND c.decision = 'admit' AND c.direction = 'in' AND c.invalid IS NULL
-                    AND c.undoes IS NULL AND NOT c.is_test
-                    AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)), 0) AS BIGINT) AS entries,
-                CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
-                    AND c.decision = 'admit' AND c.direction = 'out' AND c.invalid IS NULL
-                    AND c.undoes IS NULL AND NOT c.is_test
-                    AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)), 0) AS BIGINT) AS exits,
-                CAST(COALESCE((SELECT count(*) FROM checkins c WHERE c.gate_id = g.id
-                    AND c.decision = 'reject' AND c.invalid IS NULL AND NOT c.is_test), 0) AS BIGINT) AS rejected,
-                CAST(COALESCE((SELECT count(*) FROM presence pr WHERE pr.event_id = g.event_id
-                    AND pr.last_gate = g.id AND pr.inside AND pr.hlc >= $2), 0) AS BIGINT) AS inside_via,
-                (SELECT max(gc.last_seen_at) FROM gate_credentials gc WHERE gc.gate_id = g.id) AS last_seen_at
-             FROM gates g WHERE g.event_id = $1 ORDER BY g.name, g.id",
+                CAST(COALESCE(gc.entries, 0) AS BIGINT) AS entries,
+                CAST(COALESCE(gc.exits, 0) AS BIGINT) AS exits,
+                CAST(COALESCE(gc.rejected, 0) AS BIGINT) AS rejected,
+                CAST(0 AS BIGINT) AS inside_via,
+                (SELECT max(c.last_seen_at) FROM gate_credentials c WHERE c.gate_id = g.id) AS last_seen_at
+             FROM gates g LEFT JOIN gate_counters gc ON gc.gate_id = g.id
+             WHERE g.event_id = $1 ORDER BY g.name, g.id",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?
+    });
+    let presence = presence_counts(db, event_id, inside_since).await?;
+    for g in &mut gates {
+        g.inside_via = presence
+            .iter()
+            .filter(|c| c.last_gate == Some(g.id))
+            .map(|c| c.inside)
+            .sum();
+    }
+    Ok(gates)
+}
+
+/// The event's presence rows counted by the gate of their last movement.
+#[derive(Debug, FromRow)]
+pub struct PresenceCount {
+    pub last_gate: Option<Uuid>,
+    /// Inside now (moved in after `inside_since`).
+    pub inside: i64,
+    /// Admitted at least once.
+    pub admitted: i64,
+}
+
+/// [`PresenceCount`]s of an event; `inside_since` as in [`gate_counts`].
+pub async fn presence_counts(
+    db: &Db,
+    event_id: Uuid,
+    inside_since: i64,
+) -> sqlx::Result<Vec<PresenceCount>> {
+    Ok(db_run!(db, p => {
+        sqlx::query_as(
+            "SELECT last_gate,
+                CAST(COALESCE(sum(CASE WHEN inside AND hlc >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS inside,
+                CAST(COALESCE(sum(CASE WHEN entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS admitted
+             FROM presence WHERE event_id = $1 GROUP BY last_gate",
         )
         .bind(event_id)
         .bind(inside_since)
@@ -162,25 +197,27 @@ pub async fn gate_counts(
     }))
 }
 
-/// `(inside, admitted, issued, open conflicts)`; `inside_since` as in [`gate_counts`].
+/// `(inside, admitted, issued, open conflicts)`; `inside_since` as in [`gate_counts`]. Valid
+/// tickets come from `ticket_counters` (kept by triggers on `tickets`).
 pub async fn totals(
     db: &Db,
     event_id: Uuid,
     inside_since: i64,
 ) -> sqlx::Result<(i64, i64, i64, i64)> {
-    Ok(db_run!(db, p => {
+    let (issued, open): (i64, i64) = db_run!(db, p => {
         sqlx::query_as(
             "SELECT
-                CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND inside AND hlc >= $2) AS BIGINT),
-                CAST((SELECT count(*) FROM presence WHERE event_id = $1 AND entries > 0) AS BIGINT),
-                CAST((SELECT count(*) FROM tickets WHERE event_id = $1 AND status = 'valid') AS BIGINT),
+                CAST(COALESCE((SELECT tickets_valid FROM ticket_counters WHERE event_id = $1), 0) AS BIGINT),
                 CAST((SELECT count(*) FROM conflicts WHERE event_id = $1 AND resolution IS NULL) AS BIGINT)",
         )
         .bind(event_id)
-        .bind(inside_since)
         .fetch_one(p)
         .await?
-    }))
+    });
+    let presence = presence_counts(db, event_id, inside_since).await?;
+    let inside = presence.iter().map(|c| c.inside).sum();
+    let admitted = presence.iter().map(|c| c.admitted).sum();
+    Ok((inside, admitted, issued, open))
 }
 
 pub async fn checkins(
@@ -339,26 +376,52 @@ pub struct TypeCount {
     pub inside: i64,
 }
 
-/// Counts per ticket type; `inside_since` as in [`gate_counts`].
+/// Counts per ticket type; `inside_since` as in [`gate_counts`]. Registered participants come
+/// from `type_counters` (kept by triggers on `participants`); admitted and inside from the
+/// event's presence rows joined to their participant by the current ticket, so the cost grows
+/// with the tickets that moved, not with the event's size.
 pub async fn type_counts(
     db: &Db,
     event_id: Uuid,
     inside_since: i64,
 ) -> sqlx::Result<Vec<TypeCount>> {
-    let mut rows: Vec<TypeCount> = db_run!(db, p => {
-        sqlx::query_as(
-            "SELECT p.ticket_type, CAST(count(*) AS BIGINT) AS registered,
-                CAST(COALESCE(sum(CASE WHEN pr.entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS admitted,
-                CAST(COALESCE(sum(CASE WHEN pr.inside AND pr.hlc >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS inside
-             FROM participants p
-             LEFT JOIN presence pr ON pr.event_id = p.event_id AND pr.serial = p.ticket_serial
-             WHERE p.event_id = $1 GROUP BY p.ticket_type",
+    let (registered, moved): (Vec<(String, i64)>, Vec<(Option<String>, i64, i64)>) = db_run!(db, p => {
+        let registered = sqlx::query_as(
+            "SELECT ticket_type, CAST(registered AS BIGINT) FROM type_counters
+             WHERE event_id = $1 AND registered > 0",
+        )
+        .bind(event_id)
+        .fetch_all(p)
+        .await?;
+        let moved = sqlx::query_as(
+            "SELECT p.ticket_type,
+                CAST(COALESCE(sum(CASE WHEN pr.entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(sum(CASE WHEN pr.inside AND pr.hlc >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM presence pr
+             JOIN participants p ON p.event_id = pr.event_id AND p.ticket_serial = pr.serial
+             WHERE pr.event_id = $1 GROUP BY p.ticket_type",
         )
         .bind(event_id)
         .bind(inside_since)
         .fetch_all(p)
-        .await?
+        .await?;
+        (registered, moved)
     });
+    let mut rows: Vec<TypeCount> = registered
+        .into_iter()
+        .map(|(t, registered)| TypeCount {
+            ticket_type: Some(t).filter(|t| !t.is_empty()),
+            registered,
+            admitted: 0,
+            inside: 0,
+        })
+        .collect();
+    for (t, admitted, inside) in moved {
+        if let Some(row) = rows.iter_mut().find(|r| r.ticket_type == t) {
+            row.admitted = admitted;
+            row.inside = inside;
+        }
+    }
     // The same order on both backends (PostgreSQL sorts NULL last, SQLite first).
     rows.sort_by(|a, b| a.ticket_type.cmp(&b.ticket_type));
     Ok(rows)

@@ -222,6 +222,7 @@ backend_tests!(
     report_csv_cells_that_look_like_formulas_stay_text,
     exports_give_each_participants_check_in_facts_and_the_whole_log,
     large_batches_merge_like_small_ones_and_retry_as_duplicates,
+    maintained_counters_follow_every_kind_of_write,
 );
 
 async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
@@ -1603,4 +1604,134 @@ async fn large_batches_merge_like_small_ones_and_retry_as_duplicates(app: TestAp
         .collect();
     assert_eq!(presence.len(), N);
     assert!(presence.iter().all(|p| p.inside && p.entries == 1));
+}
+
+/// The dashboard's counters are kept by triggers as rows are written (migration
+/// `…_counters`): a COPYed batch (PostgreSQL takes `COPY` from 200 check-ins), rejections, an
+/// invalid check-in, a test, undos (one undoing an earlier push, one in the same batch as its
+/// admission, a second undo of the same scan), a revocation, a re-typed participant and a new
+/// one all move them exactly as this test's own tally says.
+async fn maintained_counters_follow_every_kind_of_write(app: TestApp) {
+    let (event, people) = live_event(&app, 300).await;
+    let a = new_gate(&app, &event, "A", Some("main")).await;
+    let b = new_gate(&app, &event, "B", Some("main")).await;
+    let t = now_ms();
+    // 250 scans at A in one batch: every tenth is a rejection, one is invalid (no reason).
+    let mut batch = Vec::new();
+    for (i, p) in people.iter().take(250).enumerate() {
+        let mut c = checkin(a.next_seq + i as u64, serial(p), "in", t + i as u64, 0);
+        if i % 10 == 9 {
+            c["decision"] = json!("reject");
+            c["reason"] = json!("wrong_zone");
+        }
+        if i == 248 {
+            c["decision"] = json!("reject");
+        }
+        batch.push(c);
+    }
+    let ids: Vec<Value> = batch.iter().map(|c| c["id"].clone()).collect();
+    let r = push(&app, &a, batch).await.assert_status(200).clone();
+    assert_eq!(r["results"][248]["status"], "invalid");
+    // 250 scans: 25 rejections, one invalid, so 224 entries.
+    let (mut a_entries, a_rejected) = (224, 25);
+    // Undo five of them (one of them twice, in two pushes).
+    let mut seq = a.next_seq + 250;
+    let mut undos = Vec::new();
+    for i in [0usize, 1, 2, 3, 4] {
+        let mut u = checkin(seq, serial(&people[i]), "in", t + 1_000 + i as u64, 0);
+        u["undoes"] = ids[i].clone();
+        undos.push(u);
+        seq += 1;
+    }
+    push(&app, &a, undos).await.assert_status(200);
+    a_entries -= 5;
+    let mut again = checkin(seq, serial(&people[0]), "in", t + 2_000, 0);
+    again["undoes"] = ids[0].clone();
+    push(&app, &a, vec![again]).await.assert_status(200);
+    // At B: 50 exits, and an admission undone in its own batch.
+    let mut batch: Vec<Value> = (0..50)
+        .map(|i| {
+            checkin(
+                b.next_seq + i as u64,
+                serial(&people[10 + i]),
+                "out",
+                t + 3_000 + i as u64,
+                0,
+            )
+        })
+        .collect();
+    let adm = checkin(b.next_seq + 50, serial(&people[290]), "in", t + 4_000, 0);
+    let mut undo = checkin(b.next_seq + 51, serial(&people[290]), "in", t + 4_001, 0);
+    undo["undoes"] = adm["id"].clone();
+    batch.push(adm);
+    batch.push(undo);
+    push(&app, &b, batch).await.assert_status(200);
+    let (b_entries, b_exits) = (0, 50);
+    // Two tickets revoked: 298 valid. One participant re-typed, one added with a type.
+    revoke(&app, &event, &people[298]).await;
+    revoke(&app, &event, &people[299]).await;
+    let pid = people[297]["id"].as_str().unwrap();
+    app.patch(
+        Some(&app.staff),
+        &format!("/api/v1/events/{event}/participants/{pid}"),
+        json!({"ticket_type": "vip"}),
+    )
+    .await
+    .assert_status(200);
+    app.post(
+        Some(&app.staff),
+        &format!("/api/v1/events/{event}/participants"),
+        json!([{"name": "Late", "email": "late@example.org", "ticket_type": "vip"}]),
+    )
+    .await
+    .assert_status(201);
+
+    let att = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{event}/attendance"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    let gate = |name: &str| {
+        att["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            gate("A")["entries"].clone(),
+            gate("A")["exits"].clone(),
+            gate("A")["rejected"].clone()
+        ),
+        (json!(a_entries), json!(0), json!(a_rejected))
+    );
+    assert_eq!(
+        (
+            gate("B")["entries"].clone(),
+            gate("B")["exits"].clone(),
+            gate("B")["rejected"].clone()
+        ),
+        (json!(b_entries), json!(b_exits), json!(0))
+    );
+    // 300 + 1 participants; 300 tickets made (the late one gets one too), two revoked.
+    assert_eq!(att["registered"], 301);
+    assert_eq!(att["tickets_issued"], 299);
+    let types: Vec<(Value, Value)> = att["ticket_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["ticket_type"].clone(), t["registered"].clone()))
+        .collect();
+    assert_eq!(types, [(Value::Null, json!(299)), (json!("vip"), json!(2))]);
+    // Inside: the 219 admitted at A, less the 45 of them that went out at B (the other five
+    // exits are of tickets rejected at A).
+    let exits_of_inside = (10..60usize).filter(|i| i % 10 != 9 && *i >= 5).count();
+    assert_eq!(att["inside"], json!(a_entries - exits_of_inside));
+    assert_eq!(att["admitted_tickets"], json!(a_entries));
 }
