@@ -385,7 +385,10 @@ pub async fn type_counts(
     event_id: Uuid,
     inside_since: i64,
 ) -> sqlx::Result<Vec<TypeCount>> {
-    let (registered, moved): (Vec<(String, i64)>, Vec<(Option<String>, i64, i64)>) = db_run!(db, p => {
+    // (type, registered) and (type, admitted, inside).
+    type Registered = Vec<(String, i64)>;
+    type Moved = Vec<(Option<String>, i64, i64)>;
+    let (registered, moved): (Registered, Moved) = db_run!(db, p => {
         let registered = sqlx::query_as(
             "SELECT ticket_type, CAST(registered AS BIGINT) FROM type_counters
              WHERE event_id = $1 AND registered > 0",
