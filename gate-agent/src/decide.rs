@@ -47,6 +47,25 @@ pub enum GateError {
     OverrideWithoutTicket,
     #[error("the decision could not be recorded (nothing was admitted): {0}")]
     Commit(String),
+    /// The replica's disk is full: SQLite refused the write, the transaction rolled back and
+    /// the replica is intact. Scanning works again as soon as there is space.
+    #[error(
+        "this gate's disk is full: the scan was not recorded and nobody was admitted. Free space \
+         on the gate's disk (or call support); scanning resumes by itself"
+    )]
+    DiskFull,
+}
+
+impl GateError {
+    /// Whether the replica's disk (or its size limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        let sqlite = match self {
+            GateError::DiskFull => return true,
+            GateError::Sqlite(e) | GateError::Replica(ReplicaError::Sqlite(e)) => e,
+            _ => return false,
+        };
+        sqlite.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+    }
 }
 
 /// What was presented.
@@ -119,12 +138,29 @@ pub struct ScanOutcome {
 
 pub use crate::replica::LastSeen;
 
-/// Current wall time in unix milliseconds.
+/// Test and diagnostic knob: runs this gate's wall clock that many milliseconds ahead of the
+/// machine's (negative: behind), as on a kiosk whose clock is off. Read once per process; unset
+/// or unreadable means 0. Not for production use: a real gate keeps its clock by NTP.
+pub const CLOCK_OFFSET_ENV: &str = "USHER_CLOCK_OFFSET_MS";
+
+/// The [`CLOCK_OFFSET_ENV`] offset of this process, in ms.
+pub fn clock_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Current wall time in unix milliseconds (shifted by [`clock_offset_ms`]).
 pub fn wall_ms() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    u64::try_from(now.saturating_add(clock_offset_ms())).unwrap_or(0)
 }
 
 struct Cache {
@@ -404,6 +440,10 @@ impl Gate {
         })();
         match committed {
             Ok(out) => out,
+            Err(e) if e.is_disk_full() => {
+                tracing::error!(error = %e, "disk full: decision not recorded");
+                reqs.iter().map(|_| Err(GateError::DiskFull)).collect()
+            }
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "decision commit failed; nothing was recorded");

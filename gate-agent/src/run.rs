@@ -281,6 +281,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> anyhow::Resul
     telemetry::install();
     // Held until this function returns: a second agent on the same data directory stops here.
     let _lock = lock_data_dir(&opts.data_dir)?;
+    let offset = crate::decide::clock_offset_ms();
+    if offset != 0 {
+        tracing::warn!(
+            offset_ms = offset,
+            "{} is set: this gate's clock runs off the machine's on purpose",
+            crate::decide::CLOCK_OFFSET_ENV
+        );
+    }
     let path = opts.data_dir.join("replica.db");
     let gate = Gate::new(Replica::open(&path)?)?;
     let enrollment = gate.enrollment().clone();

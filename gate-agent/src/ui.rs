@@ -273,6 +273,9 @@ impl From<HandleError> for ApiError {
                 "override_needs_ticket",
                 Some("serial"),
             ),
+            HandleError::Gate(e) if e.is_disk_full() => {
+                (StatusCode::INSUFFICIENT_STORAGE, "disk_full", None)
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         if status.is_server_error() {

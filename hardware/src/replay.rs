@@ -179,21 +179,35 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> AdvertSource for AdvertReplay<R> 
         else {
             return Ok(None);
         };
-        let bad = |message: String| SourceError::Replay {
-            line: self.line,
-            message,
-        };
-        let service_uuid = record.service_uuid.value().map_err(bad)?;
-        let service_data = decode_hex(&record.data_hex).map_err(bad)?;
-        self.pacer.wait_for(record.t_ms).await;
-        Ok(Some(Advert {
-            t_ms: record.t_ms,
-            addr: record.addr,
-            rssi: record.rssi,
-            service_uuid,
-            service_data,
-        }))
+        let advert = record
+            .into_advert()
+            .map_err(|message| SourceError::Replay {
+                line: self.line,
+                message,
+            })?;
+        self.pacer.wait_for(advert.t_ms).await;
+        Ok(Some(advert))
     }
+}
+
+impl AdvertRecord {
+    fn into_advert(self) -> Result<Advert, String> {
+        Ok(Advert {
+            t_ms: self.t_ms,
+            service_uuid: self.service_uuid.value()?,
+            service_data: decode_hex(&self.data_hex)?,
+            addr: self.addr,
+            rssi: self.rssi,
+        })
+    }
+}
+
+/// Parses one line of an advert log (the format above) into an [`Advert`]: what
+/// [`AdvertReplay`] does with each non-blank line. The error is the message a replay reports.
+pub fn parse_advert_line(line: &str) -> Result<Advert, String> {
+    serde_json::from_str::<AdvertRecord>(line.trim())
+        .map_err(|e| e.to_string())?
+        .into_advert()
 }
 
 /// A recorded keyboard-wedge log replayed as text readings.

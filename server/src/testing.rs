@@ -201,6 +201,10 @@ struct Cluster {
     /// The write end of the watchdog's stdin; closing it stops the cluster.
     watchdog_stdin: Option<ChildStdin>,
     watchdog: Child,
+    bindir: PathBuf,
+    /// The command prefix that runs a PostgreSQL program as the postgres user (empty unless
+    /// this process is root).
+    run_as: Vec<OsString>,
 }
 
 impl Cluster {
@@ -242,6 +246,8 @@ impl Cluster {
             dir,
             watchdog_stdin: watchdog.stdin.take(),
             watchdog,
+            bindir: bindir.to_path_buf(),
+            run_as: run_as.clone(),
         };
         cluster.init_and_start(bindir, &run_as)?;
         Ok(cluster)
@@ -325,6 +331,65 @@ impl Cluster {
     }
 }
 
+/// A private PostgreSQL cluster owned by one test, which may stop and start it (the fault tests:
+/// a database that crashes or goes away under a running server). Same set-up as the private
+/// cluster of [`admin_url`] (trust authentication for `postgres`, 127.0.0.1 only), never shared;
+/// dropping it stops the cluster and removes its directory.
+#[derive(Debug)]
+pub struct PrivateCluster(Cluster);
+
+impl PrivateCluster {
+    /// `initdb` and `pg_ctl start` from the PostgreSQL binaries on the machine. Blocks.
+    pub fn start() -> anyhow::Result<Self> {
+        let bindir = find_bindir().context(
+            "no PostgreSQL server binaries (initdb, pg_ctl): `apt-get install postgresql`",
+        )?;
+        Ok(Self(Cluster::start(&bindir)?))
+    }
+
+    /// Superuser connection to its `postgres` database, over TCP.
+    pub fn url(&self) -> &str {
+        &self.0.url
+    }
+
+    /// `pg_ctl stop -m immediate`: every server process quits without a checkpoint, as in a
+    /// crash; the next start recovers from the WAL. Blocks until it is down.
+    pub fn stop_immediate(&self) -> anyhow::Result<()> {
+        let c = &self.0;
+        run(command(&c.run_as, &c.bindir.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-w", "-t", "60", "-s", "-D"])
+            .arg(c.dir.join("data")))
+        .context("pg_ctl stop -m immediate")
+    }
+
+    /// `pg_ctl start` on the same data directory and port; returns once it answers.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let c = &self.0;
+        run(command(&c.run_as, &c.bindir.join("pg_ctl"))
+            .args(["start", "-w", "-t", "60", "-s", "-D"])
+            .arg(c.dir.join("data"))
+            .arg("-l")
+            .arg(c.dir.join("postgres.log")))
+        .context("pg_ctl start")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !answers(&c.url) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the cluster restarted but does not answer at {}",
+                c.url
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// [`Self::stop_immediate`], then [`Self::start_again`].
+    pub fn restart_immediate(&self) -> anyhow::Result<()> {
+        self.stop_immediate()?;
+        self.start_again()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // End-of-file for the watchdog, which stops the cluster and removes the directory.
@@ -396,7 +461,13 @@ impl PgDatabase {
     /// Creates `{prefix}_{random}`. Tests that need PostgreSQL are never skipped: the error
     /// says what to install or start.
     pub async fn create(prefix: &str) -> anyhow::Result<Self> {
-        let admin = admin_url()?;
+        Self::create_on(&admin_url()?, prefix).await
+    }
+
+    /// Creates `{prefix}_{random}` on the server of the superuser connection `admin` (a
+    /// [`PrivateCluster`]'s, say).
+    pub async fn create_on(admin: &str, prefix: &str) -> anyhow::Result<Self> {
+        let admin = admin.to_owned();
         let mut conn = sqlx::PgConnection::connect(&admin).await.with_context(|| {
             if std::env::var_os(ENV_URL).is_some() {
                 format!(

@@ -126,6 +126,9 @@ pub(crate) fn i64_from(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Test knob: the replica's `PRAGMA max_page_count`, so a test can fill it up.
+pub const MAX_PAGES_ENV: &str = "USHER_REPLICA_MAX_PAGES";
+
 impl Replica {
     /// Opens (creating if needed) the replica at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
@@ -148,6 +151,14 @@ impl Replica {
         // FULL: the WAL is fsynced at every commit, so a committed decision survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Test knob: a size limit in pages makes writes beyond it fail as on a full disk
+        // (SQLITE_FULL), where no small filesystem can be mounted for a test.
+        if let Some(pages) = std::env::var(MAX_PAGES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            conn.pragma_update(None, "max_page_count", pages)?;
+        }
         // Checkpoints copy the WAL into the database file and fsync it: slow and bursty. They
         // run on the background connections (sync worker, checkpointer), never in a decision;
         // see `Replica::for_decisions`.

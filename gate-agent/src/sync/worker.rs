@@ -63,6 +63,13 @@ impl SyncStatus {
     }
 }
 
+/// A replica write refused for lack of disk space: the loops back off and retry, so syncing
+/// resumes by itself once space is freed.
+fn disk_full(e: &SyncError) -> bool {
+    matches!(e, SyncError::Replica(crate::replica::ReplicaError::Sqlite(s))
+        if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+}
+
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -375,7 +382,7 @@ impl SyncEngine {
                 }
                 Err(e) => {
                     self.handle_error(&e, "push").await;
-                    if !e.is_transient() && !matches!(e, SyncError::Protocol(_)) {
+                    if !e.is_transient() && !matches!(e, SyncError::Protocol(_)) && !disk_full(&e) {
                         tracing::error!(error = %e, "push stopped");
                         return;
                     }
@@ -402,7 +409,7 @@ impl SyncEngine {
                 Ok(_) => backoff.reset(),
                 Err(e) => {
                     self.handle_error(&e, "pull").await;
-                    if !e.is_transient() && !matches!(e, SyncError::Protocol(_)) {
+                    if !e.is_transient() && !matches!(e, SyncError::Protocol(_)) && !disk_full(&e) {
                         tracing::error!(error = %e, "pull stopped");
                         return;
                     }

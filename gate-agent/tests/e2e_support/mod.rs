@@ -341,6 +341,8 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     /// Extra arguments of `gate-agent run`.
     pub run_args: Vec<String>,
+    /// Extra environment of `gate-agent run`.
+    pub run_env: Vec<(String, String)>,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     decisions: Option<mpsc::UnboundedReceiver<Value>>,
@@ -375,6 +377,7 @@ impl Agent {
             gate_id: line["gate_id"].as_str().expect("gate_id").to_owned(),
             dir,
             run_args: Vec::new(),
+            run_env: Vec::new(),
             child: None,
             stdin: None,
             decisions: None,
@@ -415,6 +418,7 @@ impl Agent {
         let mut command = tokio::process::Command::new(agent_bin());
         command.args(["run", "--dedupe-ms", "0"]);
         command.args(&self.run_args);
+        command.envs(self.run_env.iter().map(|(k, v)| (k, v)));
         match ui_port {
             Some(port) => command.env("USHER_UI_LISTEN", format!("127.0.0.1:{port}")),
             None => command.arg("--no-ui"),

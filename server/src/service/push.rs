@@ -98,6 +98,17 @@ fn parse(v: serde_json::Value, wall_ms: u64) -> Parsed {
     }
 }
 
+/// One pushed check-in checked on its own, as [`merge_push`] checks each entry of a batch before
+/// storing it: the check-in to store, or the error it is stored (or reported) as `invalid` with.
+/// Pure; public for the fuzz targets.
+#[doc(hidden)]
+pub fn check_pushed(v: serde_json::Value, wall_ms: u64) -> Result<Checkin, String> {
+    match parse(v, wall_ms) {
+        Parsed::Valid(c) => Ok(c),
+        Parsed::Invalid { error, .. } => Err(error),
+    }
+}
+
 /// Whether an invalid check-in carries numbers its stored row cannot hold (or a clock too far
 /// ahead): it is then kept as a placeholder only.
 fn too_big(c: &Checkin, wall_ms: u64) -> bool {
