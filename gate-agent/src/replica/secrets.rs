@@ -224,3 +224,90 @@ mod tests {
         assert!(GateSecret::load_or_create(&path).is_err());
     }
 }
+
+#[cfg(test)]
+mod replica_tests {
+    use super::super::{Enrollment, Replica};
+    use uuid::Uuid;
+
+    fn raw_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|e| {
+            let path = e.unwrap().path();
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("replica.db"))
+                && std::fs::read(&path)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+        })
+    }
+
+    #[test]
+    fn a_plain_credential_of_an_older_replica_is_sealed_on_open_and_needs_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica.db");
+        let gate_id = Uuid::now_v7();
+        let credential = "usher-gate-credential-in-plain-text";
+        {
+            let r = Replica::open(&path).unwrap();
+            for (k, v) in [
+                ("server_url", "http://127.0.0.1:9".to_string()),
+                ("gate_id", gate_id.to_string()),
+                ("event_id", Uuid::now_v7().to_string()),
+                ("credential", credential.to_string()),
+            ] {
+                r.set_meta(k, &v).unwrap();
+            }
+        }
+        let r = Replica::open(&path).unwrap();
+        assert_eq!(r.require_enrollment().unwrap().credential, credential);
+        assert_eq!(r.meta("credential").unwrap(), None);
+        r.checkpoint().unwrap();
+        drop(r);
+        let r = Replica::open(&path).unwrap();
+        r.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        drop(r);
+        assert!(
+            !raw_contains(dir.path(), credential.as_bytes()),
+            "the plain credential is still in the replica's files"
+        );
+        // The replica copied without gate.key: the credential does not open.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(&path, copy.path().join("replica.db")).unwrap();
+        let copied = Replica::open(&copy.path().join("replica.db")).unwrap();
+        assert!(copied.require_enrollment().is_err());
+    }
+
+    #[test]
+    fn a_new_enrollment_is_stored_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica.db");
+        let mut r = Replica::open(&path).unwrap();
+        let e = Enrollment {
+            server_url: "https://gate.example".into(),
+            gate_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            credential: "fresh-bearer-secret-0123456789".into(),
+        };
+        r.store_enrollment(&e).unwrap();
+        assert_eq!(r.enrollment().unwrap(), Some(e.clone()));
+        let secure_delete: i64 = r
+            .conn
+            .query_row("PRAGMA secure_delete", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(secure_delete, 1);
+        drop(r);
+        assert!(!raw_contains(dir.path(), e.credential.as_bytes()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                let path = entry.unwrap().path();
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", path.display());
+            }
+        }
+    }
+}
