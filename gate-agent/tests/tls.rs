@@ -113,6 +113,26 @@ async fn a_gate_enrolls_and_pushes_over_https_only_when_it_trusts_the_venue_ca()
     let north = api.create_gate(&event, "North").await;
     let south = api.create_gate(&event, "South").await;
 
+    // TLS 1.3 by default; a client that offers TLS 1.2 only is served too.
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let ca_pem = pki.ca_pem.clone();
+    let versions = tokio::task::spawn_blocking(move || {
+        [
+            &[&rustls::version::TLS13, &rustls::version::TLS12][..],
+            &[&rustls::version::TLS12][..],
+        ]
+        .map(|offered| handshake(port, &ca_pem, offered))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        versions,
+        [
+            rustls::ProtocolVersion::TLSv1_3,
+            rustls::ProtocolVersion::TLSv1_2
+        ]
+    );
+
     // Plain HTTP to the HTTPS listener gets no answer.
     let plain = reqwest::Client::new()
         .get(server.base.replace("https://", "http://") + "/healthz")
@@ -222,6 +242,37 @@ async fn a_gate_enrolls_and_pushes_over_https_only_when_it_trusts_the_venue_ca()
     assert!(credential.len() >= 20);
     assert_private_and_without(north_dir.path(), credential.as_bytes());
     server.stop().await;
+}
+
+/// Completes a TLS handshake with the server on `port` offering `versions`, trusting the CA in
+/// `ca_pem` only; the version agreed.
+fn handshake(
+    port: u16,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ProtocolVersion {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Write;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    tls.flush().unwrap();
+    conn.protocol_version().unwrap()
 }
 
 /// Every replica file in `dir` (database, WAL, shared memory) and the key file are 0600, and
