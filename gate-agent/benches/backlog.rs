@@ -55,7 +55,7 @@ fn main() {
         let mut replica = Replica::open(&path).unwrap();
         let resp = SyncClient::new(&server.base, None)
             .unwrap()
-            .enroll(&code, "bench")
+            .enroll(&code, "bench", Some(replica.mesh_public_key_hex()))
             .await
             .unwrap();
         replica

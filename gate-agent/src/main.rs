@@ -30,6 +30,10 @@ struct Cli {
         default_value = "./usher-gate"
     )]
     data_dir: PathBuf,
+    /// Trust this CA (a PEM file, one or more certificates) for the server's HTTPS certificate
+    /// besides the system's roots: a venue that runs its own CA.
+    #[arg(long, global = true, env = "USHER_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -259,16 +263,24 @@ fn main() -> ExitCode {
             device_name,
         } => {
             init_tracing("warn");
-            match runtime()
-                .and_then(|rt| rt.block_on(enroll(&cli.data_dir, &server, &code, device_name)))
-            {
+            match runtime().and_then(|rt| {
+                rt.block_on(enroll(
+                    &cli.data_dir,
+                    cli.ca_cert.as_deref(),
+                    &server,
+                    &code,
+                    device_name,
+                ))
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail("enroll", &e),
             }
         }
         Command::Sync { once: _ } => {
             init_tracing("warn");
-            match runtime().and_then(|rt| rt.block_on(sync_once(&cli.data_dir))) {
+            match runtime()
+                .and_then(|rt| rt.block_on(sync_once(&cli.data_dir, cli.ca_cert.as_deref())))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail("sync", &e),
             }
@@ -302,6 +314,7 @@ fn main() -> ExitCode {
             init_tracing("info");
             let opts = RunOptions {
                 data_dir: cli.data_dir,
+                ca_cert: cli.ca_cert,
                 ui_listen: (!no_ui).then_some(ui_listen),
                 stdin: !no_stdin,
                 dedupe: Duration::from_millis(dedupe_ms),
@@ -395,6 +408,7 @@ fn scan(
 
 async fn enroll(
     dir: &Path,
+    ca_cert: Option<&Path>,
     server: &str,
     code: &str,
     device_name: Option<String>,
@@ -414,8 +428,10 @@ async fn enroll(
             );
         }
     }
-    let client = SyncClient::new(server, None)?;
-    let resp = client.enroll(code, &device).await?;
+    let client = SyncClient::with_ca_cert(server, None, ca_cert)?;
+    let resp = client
+        .enroll(code, &device, Some(replica.mesh_public_key_hex()))
+        .await?;
     replica.store_enrollment(&Enrollment {
         server_url: client.base().to_string(),
         gate_id: resp.gate_id,
@@ -425,7 +441,7 @@ async fn enroll(
     replica.set_seq_start(resp.next_seq)?;
     replica.observe_clock(resp.server_time, gate_agent::decide::wall_ms())?;
     drop(replica);
-    let engine = SyncEngine::new(Replica::open(&path)?)?;
+    let engine = SyncEngine::with_ca_cert(Replica::open(&path)?, ca_cert)?;
     let stats = engine.sync_once().await?;
     println!(
         "{}",
@@ -436,8 +452,8 @@ async fn enroll(
     Ok(())
 }
 
-async fn sync_once(dir: &Path) -> anyhow::Result<()> {
-    let engine = SyncEngine::new(Replica::open(&replica_path(dir))?)?;
+async fn sync_once(dir: &Path, ca_cert: Option<&Path>) -> anyhow::Result<()> {
+    let engine = SyncEngine::with_ca_cert(Replica::open(&replica_path(dir))?, ca_cert)?;
     let stats = engine.sync_once().await?;
     println!("{}", serde_json::to_string(&stats)?);
     Ok(())

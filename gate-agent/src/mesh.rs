@@ -1,26 +1,44 @@
 //! The venue mesh (DESIGN §8): gates at one venue keep each other honest when the uplink fails.
 //!
-//! Every gate serves its own scan log on the venue LAN (`GET /mesh/v1/log?after=SEQ`) and reads
+//! Every gate serves its own scan log on the venue LAN (`GET /mesh/v2/log?after=SEQ`) and reads
 //! its peers' logs by per-peer cursor (a version vector gate → highest seq read, kept in the
 //! replica). A peer's admission enters the local presence view exactly like a server presence
 //! change, so a ticket admitted at the north door is `already_inside` at the south door about a
 //! second later — no server needed. The server stays the authority: each gate still pushes only
 //! its own log, the merge is the same fold, and an event seen twice is harmless (ids are unique).
+//! The log holds ticket serials and decisions, no names.
 //!
-//! Peers authenticate with a token derived from the per-event mesh key that every gate of the
-//! event receives in its replica: `hex(HMAC-SHA256(mesh_key, "usher-mesh-v1"))`. The log holds
-//! ticket serials and decisions, no names.
+//! # Who may talk (mesh v2)
+//! Each gate has its own ed25519 key, derived from the secret in its data directory
+//! (`replica::secrets`); the private half never leaves the device, the public half goes to the
+//! server at enrollment, and the server replicates it in that gate's configuration to every gate
+//! of the event — only while the gate is active (deactivating a gate removes its key from every
+//! configuration, so once peers pull, its requests are refused and its answers ignored).
+//!
+//! - A request carries the caller's gate id, a fresh random nonce and its wall-clock time, and
+//!   the caller's signature over them and the path (headers [`GATE_HEADER`], [`NONCE_HEADER`],
+//!   [`TIME_HEADER`], [`SIGNATURE_HEADER`]; message [`request_message`]). The answering gate
+//!   serves only an active peer of its event whose key is in its replica, a time within
+//!   [`MAX_REQUEST_AGE_MS`] of its own clock, and a nonce it has not seen in that window.
+//! - The answer is signed by the answering gate over (caller ‖ request nonce ‖ body)
+//!   ([`answer_message`]), so a man in the middle can neither forge an answer nor replay an old
+//!   one; the caller applies it only when the signature checks out with the key its replica holds
+//!   for the gate named in [`GATE_HEADER`] and the body is that gate's log.
+//!
+//! Mesh v1 (one bearer token derived from a per-event key every gate shared) is gone: any gate,
+//! or anyone who captured the token, could pass as any peer.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hmac::{KeyInit, Mac};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sync_protocol::wire::Checkin;
 use tokio_util::sync::CancellationToken;
@@ -32,13 +50,29 @@ use crate::telemetry;
 
 /// Most check-ins served per request.
 pub const PAGE: usize = 2_000;
+/// The log's path.
+pub const LOG_PATH: &str = "/mesh/v2/log";
+/// The caller's (request) or the answering gate's (answer) gate id.
+pub const GATE_HEADER: &str = "usher-mesh-gate";
+/// 16 random bytes, hex, fresh for every request.
+pub const NONCE_HEADER: &str = "usher-mesh-nonce";
+/// The caller's wall clock, Unix ms.
+pub const TIME_HEADER: &str = "usher-mesh-time";
+/// Hex of the ed25519 signature of the request or the answer.
+pub const SIGNATURE_HEADER: &str = "usher-mesh-signature";
+/// How far a request's time may be from the answering gate's clock (either way).
+pub const MAX_REQUEST_AGE_MS: u64 = 5 * 60 * 1_000;
 
-/// The bearer token of an event's mesh.
-pub fn mesh_token(mesh_key_hex: &str) -> Option<String> {
-    let key = hex::decode(mesh_key_hex).ok()?;
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).ok()?;
-    mac.update(b"usher-mesh-v1");
-    Some(hex::encode(mac.finalize().into_bytes()))
+/// What a caller signs: its gate id, the nonce, its time and the path with the query.
+pub fn request_message(caller: Uuid, nonce: &str, time_ms: u64, path_and_query: &str) -> Vec<u8> {
+    format!("usher-mesh-v2 request\n{caller}\n{nonce}\n{time_ms}\n{path_and_query}").into_bytes()
+}
+
+/// What an answering gate signs: the caller, the request's nonce and the exact body bytes.
+pub fn answer_message(caller: Uuid, nonce: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = format!("usher-mesh-v2 answer\n{caller}\n{nonce}\n").into_bytes();
+    m.extend_from_slice(body);
+    m
 }
 
 /// One page of a gate's log.
@@ -51,10 +85,36 @@ pub struct LogPage {
     pub more: bool,
 }
 
+/// The mesh public key of an active peer of this gate's event, as its replica holds it.
+fn peer_key(r: &Replica, own: Uuid, peer: Uuid) -> Option<VerifyingKey> {
+    if peer == own {
+        return None;
+    }
+    let own_event = r.gate_config(own).ok().flatten()?.event_id;
+    let cfg = r.gate_config(peer).ok().flatten()?;
+    if !cfg.is_active || cfg.event_id != own_event {
+        return None;
+    }
+    let bytes: [u8; 32] = hex::decode(cfg.mesh_public_key?).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+fn parse_signature(hex_sig: &str) -> Option<Signature> {
+    let bytes: [u8; 64] = hex::decode(hex_sig).ok()?.try_into().ok()?;
+    Some(Signature::from_bytes(&bytes))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 #[derive(Clone)]
 struct MeshState {
     replica: Arc<Mutex<Replica>>,
     gate_id: Uuid,
+    key: Arc<SigningKey>,
+    /// Nonces served within the last [`MAX_REQUEST_AGE_MS`]: (caller, nonce) → when seen.
+    seen: Arc<Mutex<HashMap<(Uuid, String), u64>>>,
 }
 
 #[derive(Deserialize)]
@@ -63,58 +123,131 @@ struct LogQuery {
     after: u64,
 }
 
-fn authorized(r: &Replica, gate_id: Uuid, headers: &HeaderMap) -> bool {
-    let Some(expected) = r
-        .gate_config(gate_id)
-        .ok()
-        .flatten()
-        .and_then(|c| c.mesh_key)
-        .and_then(|k| mesh_token(&k))
-    else {
-        return false;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Mesh "))
-        .unwrap_or("");
-    use subtle::ConstantTimeEq;
-    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+/// A verified request: who asked, with which nonce.
+struct Caller {
+    gate_id: Uuid,
+    nonce: String,
+}
+
+/// Checks a request's signature, freshness and caller; the reason it is refused otherwise.
+fn authenticate(
+    s: &MeshState,
+    r: &Replica,
+    headers: &HeaderMap,
+    path_and_query: &str,
+    now_ms: u64,
+) -> Result<Caller, &'static str> {
+    let caller = header_str(headers, GATE_HEADER)
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or("missing or malformed usher-mesh-gate")?;
+    let nonce = header_str(headers, NONCE_HEADER)
+        .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("missing or malformed usher-mesh-nonce")?;
+    let time: u64 = header_str(headers, TIME_HEADER)
+        .and_then(|v| v.parse().ok())
+        .ok_or("missing or malformed usher-mesh-time")?;
+    let signature = header_str(headers, SIGNATURE_HEADER)
+        .and_then(parse_signature)
+        .ok_or("missing or malformed usher-mesh-signature")?;
+    if time.abs_diff(now_ms) > MAX_REQUEST_AGE_MS {
+        return Err("request time too far from this gate's clock");
+    }
+    match r.gate_config(s.gate_id) {
+        Ok(Some(own)) if own.is_active => {}
+        _ => return Err("this gate is not an active gate of the event"),
+    }
+    let key = peer_key(r, s.gate_id, caller).ok_or("not an active peer of this event")?;
+    key.verify_strict(
+        &request_message(caller, nonce, time, path_and_query),
+        &signature,
+    )
+    .map_err(|_| "bad signature")?;
+    let mut seen = s.seen.lock().map_err(|_| "nonce cache poisoned")?;
+    seen.retain(|_, at| now_ms.saturating_sub(*at) <= 2 * MAX_REQUEST_AGE_MS);
+    if seen.insert((caller, nonce.to_string()), now_ms).is_some() {
+        return Err("nonce already used");
+    }
+    Ok(Caller {
+        gate_id: caller,
+        nonce: nonce.to_string(),
+    })
+}
+
+fn refused(reason: &'static str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({"error": "mesh request refused", "detail": reason})),
+    )
+        .into_response()
 }
 
 async fn serve_log(
     State(s): State<MeshState>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let replica = s.replica.clone();
-    let gate_id = s.gate_id;
-    let page = tokio::task::spawn_blocking(move || -> Result<Option<LogPage>, String> {
-        let r = replica
-            .lock()
-            .map_err(|_| "replica lock poisoned".to_string())?;
-        if !authorized(&r, gate_id, &headers) {
-            return Ok(None);
-        }
-        let mut rows = r.log_after(q.after, PAGE + 1).map_err(|e| e.to_string())?;
-        let more = rows.len() > PAGE;
-        rows.truncate(PAGE);
-        let next = rows.last().map_or(q.after, |c| c.seq);
-        Ok(Some(LogPage {
-            gate_id,
-            checkins: rows,
-            next,
-            more,
-        }))
-    })
+    let path_and_query = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
+    let state = s.clone();
+    let page = tokio::task::spawn_blocking(
+        move || -> Result<Result<(Caller, LogPage), &'static str>, String> {
+            let r = state
+                .replica
+                .lock()
+                .map_err(|_| "replica lock poisoned".to_string())?;
+            let caller = match authenticate(&state, &r, &headers, &path_and_query, wall_ms()) {
+                Ok(c) => c,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            let mut rows = r.log_after(q.after, PAGE + 1).map_err(|e| e.to_string())?;
+            let more = rows.len() > PAGE;
+            rows.truncate(PAGE);
+            let next = rows.last().map_or(q.after, |c| c.seq);
+            Ok(Ok((
+                caller,
+                LogPage {
+                    gate_id: state.gate_id,
+                    checkins: rows,
+                    next,
+                    more,
+                },
+            )))
+        },
+    )
     .await;
     match page {
-        Ok(Ok(Some(p))) => Json(p).into_response(),
-        Ok(Ok(None)) => (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "mesh token refused"})),
-        )
-            .into_response(),
+        Ok(Ok(Ok((caller, page)))) => {
+            let body = match serde_json::to_vec(&page) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "mesh log page not serialisable");
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+            };
+            let signature = s
+                .key
+                .sign(&answer_message(caller.gate_id, &caller.nonce, &body));
+            let mut resp = Response::new(axum::body::Body::from(body));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let (Ok(g), Ok(sig)) = (
+                HeaderValue::from_str(&s.gate_id.to_string()),
+                HeaderValue::from_str(&hex::encode(signature.to_bytes())),
+            ) {
+                h.insert(GATE_HEADER, g);
+                h.insert(SIGNATURE_HEADER, sig);
+            }
+            resp
+        }
+        Ok(Ok(Err(reason))) => {
+            tracing::debug!(reason, "mesh request refused");
+            refused(reason)
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "mesh log read failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -134,9 +267,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "mesh log served");
+    let key = match replica.lock() {
+        Ok(r) => Arc::new(r.mesh_signing_key()),
+        Err(_) => return Err(std::io::Error::other("replica lock poisoned")),
+    };
     let app = Router::new()
-        .route("/mesh/v1/log", get(serve_log))
-        .with_state(MeshState { replica, gate_id });
+        .route(LOG_PATH, get(serve_log))
+        .with_state(MeshState {
+            replica,
+            gate_id,
+            key,
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -149,7 +291,7 @@ pub fn peers(r: &Replica, own: Uuid, extra: &[String]) -> Vec<String> {
         .peer_configs(own)
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| c.is_active)
+        .filter(|c| c.is_active && c.mesh_public_key.is_some())
         .filter_map(|c| c.mesh_addr)
         .collect();
     for e in extra {
@@ -168,46 +310,72 @@ fn base_url(addr: &str) -> String {
     }
 }
 
-/// Reads one peer's log until caught up; returns how many presence rows changed.
+/// Sends one signed request for `after` and returns the verified page.
+async fn read_page(
+    http: &reqwest::Client,
+    replica: &Arc<Mutex<Replica>>,
+    own: Uuid,
+    key: &SigningKey,
+    addr: &str,
+    after: u64,
+) -> anyhow::Result<LogPage> {
+    let path_and_query = format!("{LOG_PATH}?after={after}");
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let time = wall_ms();
+    let signature = key.sign(&request_message(own, &nonce, time, &path_and_query));
+    let resp = http
+        .get(format!("{}{path_and_query}", base_url(addr)))
+        .header(GATE_HEADER, own.to_string())
+        .header(NONCE_HEADER, &nonce)
+        .header(TIME_HEADER, time.to_string())
+        .header(SIGNATURE_HEADER, hex::encode(signature.to_bytes()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await?
+        .error_for_status()?;
+    let peer = header_str(resp.headers(), GATE_HEADER)
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or_else(|| anyhow::anyhow!("answer without a gate id"))?;
+    let signature = header_str(resp.headers(), SIGNATURE_HEADER)
+        .and_then(parse_signature)
+        .ok_or_else(|| anyhow::anyhow!("unsigned answer"))?;
+    let body = resp.bytes().await?;
+    let peer_key = {
+        let r = replica
+            .lock()
+            .map_err(|_| anyhow::anyhow!("replica lock poisoned"))?;
+        peer_key(&r, own, peer)
+    }
+    .ok_or_else(|| anyhow::anyhow!("gate {peer} is not an active peer with a mesh key"))?;
+    peer_key
+        .verify_strict(&answer_message(own, &nonce, &body), &signature)
+        .map_err(|_| anyhow::anyhow!("the answer's signature does not match gate {peer}"))?;
+    let page: LogPage = serde_json::from_slice(&body)?;
+    if page.gate_id != peer {
+        anyhow::bail!("gate {peer} signed the log of gate {}", page.gate_id);
+    }
+    Ok(page)
+}
+
+/// Reads one peer's log until caught up; returns how many presence rows changed. Only answers
+/// signed by an active peer of the event for this very request are applied.
 pub async fn pull_peer(
     http: &reqwest::Client,
     replica: &Arc<Mutex<Replica>>,
     own: Uuid,
     addr: &str,
 ) -> anyhow::Result<usize> {
-    let token = {
+    let key = {
         let r = replica
             .lock()
             .map_err(|_| anyhow::anyhow!("replica lock poisoned"))?;
-        r.gate_config(own)?
-            .and_then(|c| c.mesh_key)
-            .and_then(|k| mesh_token(&k))
-            .ok_or_else(|| anyhow::anyhow!("no mesh key in the replica yet"))?
+        r.mesh_signing_key()
     };
     let mut changed = 0;
     // The peer's gate id is learnt from its first answer; its cursor is kept per gate id.
-    let mut after: Option<u64> = None;
+    let mut after = known_cursor(replica, addr)?.unwrap_or(0);
     loop {
-        let peer_cursor = match after {
-            Some(a) => a,
-            None => {
-                // First request of this round: ask from 0 to learn the gate id, unless known.
-                known_cursor(replica, addr)?.unwrap_or(0)
-            }
-        };
-        let page: LogPage = http
-            .get(format!("{}/mesh/v1/log", base_url(addr)))
-            .query(&[("after", peer_cursor)])
-            .header(header::AUTHORIZATION, format!("Mesh {token}"))
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if page.gate_id == own {
-            return Ok(0); // listed ourselves
-        }
+        let page = read_page(http, replica, own, &key, addr, after).await?;
         let rep = replica.clone();
         let peer = page.gate_id;
         let addr_owned = addr.to_string();
@@ -222,7 +390,7 @@ pub async fn pull_peer(
             Ok(n)
         })
         .await??;
-        after = Some(next);
+        after = next;
         if !page.more {
             return Ok(changed);
         }

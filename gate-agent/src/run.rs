@@ -28,6 +28,8 @@ use crate::ui::{self, UiState};
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub data_dir: PathBuf,
+    /// A venue CA (PEM) the sync client trusts besides the system's roots.
+    pub ca_cert: Option<PathBuf>,
     /// Where the operator screen listens; `None` disables it.
     pub ui_listen: Option<SocketAddr>,
     /// Read a keyboard-wedge scanner (or a pipe) on stdin.
@@ -329,7 +331,10 @@ async fn start(
     tasks.spawn(printer(handle.subscribe(), shutdown.clone()));
 
     if opts.sync {
-        let engine = Arc::new(SyncEngine::new(Replica::open(path)?)?.with_status(status.clone()));
+        let engine = Arc::new(
+            SyncEngine::with_ca_cert(Replica::open(path)?, opts.ca_cert.as_deref())?
+                .with_status(status.clone()),
+        );
         tasks.spawn(engine.run(kick, shutdown.clone()));
     }
 

@@ -183,20 +183,195 @@ fn peer_checkin(seq: u64, serial: u64, hlc: u64) -> Value {
            "replica_cursor": 0, "operator_override": null})
 }
 
+/// What a fake mesh peer does with a request.
+#[derive(Clone, Copy)]
+enum PeerBehaviour {
+    /// Signs its answer over the request's nonce with its key (an honest peer).
+    Honest,
+    /// Sends no signature.
+    Unsigned,
+    /// Signs with a key that is not the one the gate's replica holds for it.
+    WrongKey,
+    /// Replays an answer that was signed for an earlier request (another nonce).
+    Replay,
+}
+
+/// A fake mesh peer on loopback: gate `gate_id`, signing with `key`, serving `checkins` as its
+/// log page (`next` = the last seq). Counts the requests it answered.
+fn fake_peer(
+    gate_id: Uuid,
+    key: ed25519_dalek::SigningKey,
+    checkins: Vec<Value>,
+    behaviour: PeerBehaviour,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use ed25519_dalek::Signer;
+    let next = checkins
+        .iter()
+        .filter_map(|c| c["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let body =
+        json!({"gate_id": gate_id, "next": next, "more": false, "checkins": checkins}).to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[0xEE; 32]);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut headers = std::collections::HashMap::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let caller = headers
+                .get(gate_agent::mesh::GATE_HEADER)
+                .and_then(|v| Uuid::parse_str(v).ok())
+                .unwrap_or_default();
+            let nonce = headers
+                .get(gate_agent::mesh::NONCE_HEADER)
+                .cloned()
+                .unwrap_or_default();
+            let signature = match behaviour {
+                PeerBehaviour::Honest => Some(key.sign(&gate_agent::mesh::answer_message(
+                    caller,
+                    &nonce,
+                    body.as_bytes(),
+                ))),
+                PeerBehaviour::Unsigned => None,
+                PeerBehaviour::WrongKey => Some(other.sign(&gate_agent::mesh::answer_message(
+                    caller,
+                    &nonce,
+                    body.as_bytes(),
+                ))),
+                PeerBehaviour::Replay => Some(key.sign(&gate_agent::mesh::answer_message(
+                    caller,
+                    &hex::encode([0u8; 16]),
+                    body.as_bytes(),
+                ))),
+            };
+            let mut extra = format!("{}: {gate_id}\r\n", gate_agent::mesh::GATE_HEADER);
+            if let Some(sig) = signature {
+                extra.push_str(&format!(
+                    "{}: {}\r\n",
+                    gate_agent::mesh::SIGNATURE_HEADER,
+                    hex::encode(sig.to_bytes())
+                ));
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn only_answers_signed_for_the_request_by_an_active_peer_enter_presence() {
+    let f = fixture(6, |_| {});
+    let now = wall_ms();
+    // Every hostile answer stamps its admission a minute ahead: adopted, it would move the clock.
+    let ahead = Hlc::new(now + 60_000, 0).as_u64();
+    let key = |b: u8| ed25519_dalek::SigningKey::from_bytes(&[b; 32]);
+    let public = |b: u8| Some(hex::encode(key(b).verifying_key().to_bytes()));
+    let mut peers = Vec::new();
+    let mut spawn = |serial: u64, b: u8, behaviour, hlc: u64, listed: Option<bool>| {
+        let gate = Uuid::now_v7();
+        if let Some(active) = listed {
+            add_peer(&f, gate, public(b), None, active);
+        }
+        let (addr, hits) = fake_peer(gate, key(b), vec![peer_checkin(1, serial, hlc)], behaviour);
+        peers.push((serial, gate, addr, hits));
+    };
+    // The control: an honest, active peer's admission of ticket 1 applies.
+    spawn(
+        1,
+        1,
+        PeerBehaviour::Honest,
+        Hlc::new(now, 0).as_u64(),
+        Some(true),
+    );
+    spawn(2, 2, PeerBehaviour::Unsigned, ahead, Some(true));
+    spawn(3, 3, PeerBehaviour::WrongKey, ahead, Some(true));
+    spawn(4, 4, PeerBehaviour::Replay, ahead, Some(true));
+    // Deactivated (the server still listing its key): its signed answers are ignored.
+    spawn(5, 5, PeerBehaviour::Honest, ahead, Some(false));
+    // A peer the gate has no key for at all.
+    spawn(6, 6, PeerBehaviour::Honest, ahead, None);
+    let mut args = vec!["--mesh-interval-ms".to_string(), "100".to_string()];
+    for (_, _, addr, _) in &peers {
+        args.push("--peer".into());
+        args.push(addr.clone());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = start_agent(f.dir.path(), &args);
+    let r = Replica::open(&f.path()).unwrap();
+    let t0 = Instant::now();
+    // Every fake peer has been asked at least three times.
+    while peers
+        .iter()
+        .any(|(_, _, _, hits)| hits.load(std::sync::atomic::Ordering::Acquire) < 3)
+        || !r.presence(1).unwrap().inside
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the peers were not read: {:?}",
+            peers
+                .iter()
+                .map(|(s, _, _, h)| (s, h.load(std::sync::atomic::Ordering::Acquire)))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(r.mesh_cursor(peers[0].1).unwrap(), 1);
+    for (serial, gate, _, _) in &peers[1..] {
+        assert!(
+            !r.presence(*serial).unwrap().inside,
+            "ticket {serial} entered presence from a peer that must be ignored"
+        );
+        assert_eq!(r.mesh_cursor(*gate).unwrap(), 0, "ticket {serial}");
+    }
+    let clock = replica_clock_ms(&r);
+    assert!(
+        clock < now + 60_000,
+        "the clock moved to {} ms ahead",
+        clock.saturating_sub(now)
+    );
+}
+
 #[test]
 fn a_peer_clock_far_ahead_is_not_adopted() {
-    let mesh_key = hex::encode([9u8; 32]);
-    let f = fixture(3, |g| g.mesh_key = Some(mesh_key.clone()));
+    let f = fixture(3, |_| {});
     let peer = Uuid::now_v7();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    add_peer(
+        &f,
+        peer,
+        Some(hex::encode(key.verifying_key().to_bytes())),
+        None,
+        true,
+    );
     let now = wall_ms();
     let poisoned = i64::MAX as u64;
     let honest = Hlc::new(now + 30_000, 0).as_u64();
-    let page = json!({"gate_id": peer, "next": 2, "more": false, "checkins": [
-        peer_checkin(1, 1, poisoned),
-        peer_checkin(2, 2, honest),
-    ]})
-    .to_string();
-    let addr = fake_http(move |_| page.clone());
+    let (addr, _) = fake_peer(
+        peer,
+        key,
+        vec![peer_checkin(1, 1, poisoned), peer_checkin(2, 2, honest)],
+        PeerBehaviour::Honest,
+    );
     let _agent = start_agent(
         f.dir.path(),
         &["--peer", &addr, "--mesh-interval-ms", "200"],

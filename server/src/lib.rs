@@ -38,6 +38,7 @@ pub mod store;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 
 pub use service::AppState;
 pub use settings::Settings;
@@ -46,6 +47,8 @@ pub use store::Db;
 /// A built server: database migrated, admin bootstrapped, listener bound.
 pub struct App {
     listener: TcpListener,
+    /// `Some` when the listener serves HTTPS (`--tls-cert`/`--tls-key`).
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     router: axum::Router,
     state: AppState,
     /// How often the alert evaluator runs.
@@ -63,6 +66,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
             settings.data_dir.display()
         )
     })?;
+    // Before anything else: a bad certificate or key stops the start with a message naming
+    // the option, not after the database migrated.
+    let tls = tls::from_settings(&settings)?;
     let master = domain::crypto::MasterKey::load(&settings)?;
     let db = Db::connect(&settings).await?;
     service::users::check_master_key(&db, &master).await?;
@@ -91,6 +97,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     Ok(App {
         listener,
+        tls,
         router,
         state,
         alert_tick: Duration::from_millis(settings.alert_tick_ms),
@@ -143,6 +150,11 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// Whether the listener serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn db(&self) -> &Db {
         &self.state.db
     }
@@ -158,7 +170,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let db = self.state.db.clone();
         let stopping = self.state.stopping.clone();
-        tracing::info!(addr = %self.listener.local_addr()?, "listening");
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            tls = self.tls.is_some(),
+            "listening"
+        );
         let webhooks = tokio::spawn(service::webhooks::run(self.state.clone()));
         let mail = tokio::spawn(service::mail::run(self.state.clone()));
         let alerts = tokio::spawn(service::alerts::run(self.state.clone(), self.alert_tick));
@@ -170,13 +186,25 @@ impl App {
             tracing::info!("shutdown requested");
             stopping.cancel();
         };
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        match self.tls {
+            None => {
+                axum::serve(
+                    self.listener,
+                    self.router
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
+            }
+            Some(config) => {
+                axum::serve(
+                    tls::TlsListener::new(self.listener, config)?,
+                    tls::WithClientAddr(self.router),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
+            }
+        }
         .context("server error")?;
         // The webhook worker stops claiming at once; attempts in flight finish (bounded by the
         // receiver timeout).

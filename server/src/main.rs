@@ -1,4 +1,5 @@
-//! `server [--listen ADDR] [--data-dir DIR]`, `server backup DEST`, `server restore SRC`,
+//! `server [serve] [--listen ADDR] [--data-dir DIR] [--tls-cert PEM --tls-key PEM]`,
+//! `server backup DEST`, `server restore SRC`,
 //! `server users list|create|set-role|disable|enable|reset-password`, `server admin create`,
 //! `server import --event ID FILE` and `server export --event ID [OUT]`.
 
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the server (the same as no subcommand): `server serve --tls-cert PEM --tls-key PEM`
+    /// for HTTPS.
+    Serve,
     /// Writes a consistent snapshot of the database (and the master key) into a new
     /// directory, while the server keeps running. SQLite only: PostgreSQL uses pg_dump.
     Backup {
@@ -514,10 +518,16 @@ async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // `server serve --tls-cert …`: the settings are the top-level flags, so `serve` followed by
+    // them is the same as the flags alone.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() > 2 && args.get(1).is_some_and(|a| a == "serve") {
+        args.remove(1);
+    }
+    let cli = Cli::parse_from(args);
     server::telemetry::init();
     match cli.command {
-        None => {
+        None | Some(Command::Serve) => {
             eprintln!("Usher server\n{}", cli.settings.describe());
             let app = server::build(cli.settings).await?;
             app.run_until_stopped(server::shutdown_signal()).await

@@ -41,6 +41,15 @@ pub struct Settings {
     #[arg(long, env = "USHER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS with this certificate chain (PEM file, leaf first); goes with `--tls-key`.
+    /// Unset = plain HTTP (behind a TLS-terminating proxy, or on a closed venue network).
+    #[arg(long, env = "USHER_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM file: PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[arg(long, env = "USHER_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
     /// Directory for the embedded SQLite database and the generated master key.
     #[arg(long, env = "USHER_DATA_DIR", default_value = "./usher-data")]
     pub data_dir: PathBuf,
@@ -148,6 +157,8 @@ impl Settings {
     pub fn for_test(data_dir: PathBuf, database_url: Option<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_cert: None,
+            tls_key: None,
             data_dir,
             database_url: database_url.map(Secret::new),
             master_key: None,
@@ -184,11 +195,15 @@ impl Settings {
             format!("{}", self.data_dir.join("master.key").display())
         };
         format!(
-            "listen      {}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}\n\
+            "listen      {}{}\ndata dir    {}\ndatabase    {db}\nmaster key  {master}\nadmin email {}\n\
              webhooks    timeout {} s, retry scale {}\n\
              mail        {}, from {}, at most {} a minute\n\
              wallet      apple {}, google {}",
             self.listen,
+            match &self.tls_cert {
+                Some(cert) => format!(" (HTTPS, certificate {})", cert.display()),
+                None => " (HTTP)".to_owned(),
+            },
             self.data_dir.display(),
             self.admin_email,
             self.webhook_timeout_secs,

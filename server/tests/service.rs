@@ -77,6 +77,7 @@ async fn gate(w: &World, name: &str) -> GateAuth {
             allow_reentry: false,
             beacon_config: None,
             mesh_addr: None,
+            mesh_public_key: None,
             is_active: true,
             created_at: now,
             updated_at: now,

@@ -425,9 +425,15 @@ pub struct GateConfig {
     pub beacon_config: Option<BeaconConfig>,
     #[serde(default = "default_true")]
     pub is_active: bool,
-    /// Hex of the per-event mesh key (DESIGN §8).
+    /// Hex of the per-event shared mesh key of mesh v1. No longer sent (servers leave it
+    /// empty, gates ignore it): mesh v2 peers authenticate with [`GateConfig::mesh_public_key`].
     #[serde(default)]
     pub mesh_key: Option<String>,
+    /// Hex of this gate's own ed25519 mesh public key (DESIGN §8): peers accept its mesh
+    /// requests and answers only when signed by it. Present only while the gate is active and a
+    /// device is enrolled on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_public_key: Option<String>,
     /// Where this gate serves its log to peers on the venue LAN.
     #[serde(default)]
     pub mesh_addr: Option<String>,
@@ -565,6 +571,10 @@ pub struct PushResponse {
 pub struct EnrollRequest {
     pub code: String,
     pub device_name: String,
+    /// Hex of the ed25519 public key this device signs its mesh traffic with; its private key
+    /// never leaves the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

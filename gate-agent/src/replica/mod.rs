@@ -8,7 +8,10 @@
 //! writers instead of failing.
 
 pub(crate) mod outbox;
+pub mod secrets;
 mod sync_apply;
+
+pub use secrets::GateSecret;
 
 pub use sync_apply::Applied;
 
@@ -108,6 +111,13 @@ pub struct Presence {
 /// One open connection to the replica.
 pub struct Replica {
     conn: Connection,
+    /// The data directory's `gate.key` (see [`secrets`]).
+    secret: GateSecret,
+}
+
+/// AAD of the sealed credential: which gate it belongs to.
+fn credential_aad(gate_id: &str) -> Vec<u8> {
+    format!("usher-gate credential {gate_id}").into_bytes()
 }
 
 pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> ReplicaError {
@@ -131,22 +141,37 @@ pub const MAX_PAGES_ENV: &str = "USHER_REPLICA_MAX_PAGES";
 
 impl Replica {
     /// Opens (creating if needed) the replica at `path` and brings its schema up to date.
+    ///
+    /// The replica's files are the owner's only (0600), and so is the data directory when this
+    /// creates it (0700); the gate's secret is read from (or made in) `gate.key` beside it.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| corrupt("data directory", e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
         }
-        Self::setup(Connection::open(path)?)
+        let secret = GateSecret::load_or_create(&dir.join(secrets::KEY_FILE))?;
+        secrets::prepare_replica_files(path).map_err(|e| corrupt("replica file", e))?;
+        Self::setup(Connection::open(path)?, secret)
     }
 
     /// A private in-memory replica, for unit tests.
     pub fn open_in_memory() -> Result<Self> {
-        Self::setup(Connection::open_in_memory()?)
+        Self::setup(Connection::open_in_memory()?, GateSecret::ephemeral())
     }
 
-    fn setup(conn: Connection) -> Result<Self> {
+    fn setup(conn: Connection, secret: GateSecret) -> Result<Self> {
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Deleted rows (a wiped name, a replaced credential) are overwritten, not left in free
+        // pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: the WAL is fsynced at every commit, so a committed decision survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -162,9 +187,37 @@ impl Replica {
         // Checkpoints copy the WAL into the database file and fsync it: slow and bursty. They
         // run on the background connections (sync worker, checkpointer), never in a decision;
         // see `Replica::for_decisions`.
-        let mut replica = Self { conn };
+        let mut replica = Self { conn, secret };
         replica.migrate()?;
+        replica.seal_plain_credential()?;
         Ok(replica)
+    }
+
+    /// A replica written before credentials were sealed holds it in plain text: seal it now.
+    fn seal_plain_credential(&mut self) -> Result<()> {
+        let (Some(plain), Some(gate_id)) = (self.meta("credential")?, self.meta("gate_id")?) else {
+            return Ok(());
+        };
+        let sealed = self
+            .secret
+            .seal(&credential_aad(&gate_id), plain.as_bytes())?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        set_meta(&tx, "credential_sealed", &sealed)?;
+        tx.execute("DELETE FROM meta WHERE key = 'credential'", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// This gate's ed25519 mesh key (derived from `gate.key`; DESIGN §8).
+    pub fn mesh_signing_key(&self) -> ed25519_dalek::SigningKey {
+        self.secret.mesh_signing_key()
+    }
+
+    /// Hex of this gate's mesh public key, as sent at enrollment.
+    pub fn mesh_public_key_hex(&self) -> String {
+        hex::encode(self.secret.mesh_signing_key().verifying_key().to_bytes())
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -219,14 +272,19 @@ impl Replica {
     }
 
     pub fn enrollment(&self) -> Result<Option<Enrollment>> {
-        let (Some(server_url), Some(gate_id), Some(event_id), Some(credential)) = (
+        let (Some(server_url), Some(gate_id), Some(event_id), Some(sealed)) = (
             self.meta("server_url")?,
             self.meta("gate_id")?,
             self.meta("event_id")?,
-            self.meta("credential")?,
+            self.meta("credential_sealed")?,
         ) else {
             return Ok(None);
         };
+        let credential =
+            self.secret
+                .open(&credential_aad(&gate_id), &sealed, "meta.credential_sealed")?;
+        let credential =
+            String::from_utf8(credential).map_err(|e| corrupt("meta.credential_sealed", e))?;
         Ok(Some(Enrollment {
             server_url,
             gate_id: Uuid::parse_str(&gate_id).map_err(|e| corrupt("meta.gate_id", e))?,
@@ -269,7 +327,12 @@ impl Replica {
         set_meta(&tx, "server_url", &e.server_url)?;
         set_meta(&tx, "gate_id", &e.gate_id.to_string())?;
         set_meta(&tx, "event_id", &e.event_id.to_string())?;
-        set_meta(&tx, "credential", &e.credential)?;
+        let gate_id = e.gate_id.to_string();
+        let sealed = self
+            .secret
+            .seal(&credential_aad(&gate_id), e.credential.as_bytes())?;
+        set_meta(&tx, "credential_sealed", &sealed)?;
+        tx.execute("DELETE FROM meta WHERE key = 'credential'", [])?;
         tx.commit()?;
         Ok(())
     }

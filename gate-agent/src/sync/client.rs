@@ -10,8 +10,12 @@ use sync_protocol::wire::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("server unreachable: {0}")]
-    Network(#[source] reqwest::Error),
+    /// The text carries the whole cause chain (a refused TLS certificate is only named deep in
+    /// it), so the status and the log show why.
+    #[error("server unreachable: {}", error_chain(.0))]
+    Network(reqwest::Error),
+    #[error("{0}")]
+    Config(String),
     #[error(
         "the server no longer accepts this gate's credential (gate deactivated or re-enrolled)"
     )]
@@ -37,6 +41,41 @@ impl SyncError {
     }
 }
 
+/// `error: cause: deeper cause`, without repeats (some errors print their cause themselves).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// The certificates of a venue's own CA (`--ca-cert`, a PEM bundle), trusted besides the
+/// system's roots.
+pub fn read_ca_certs(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SyncError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| SyncError::Config(format!("--ca-cert {}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        SyncError::Config(format!(
+            "--ca-cert {}: not a PEM certificate bundle: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(SyncError::Config(format!(
+            "--ca-cert {}: the file holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// Installs the process-wide TLS crypto provider (ring) once; reqwest is built without one so
 /// that the whole stack uses a single TLS implementation.
 pub fn install_tls_provider() {
@@ -57,13 +96,25 @@ pub struct SyncClient {
 
 impl SyncClient {
     pub fn new(base: &str, credential: Option<String>) -> Result<Self, SyncError> {
+        Self::with_ca_cert(base, credential, None)
+    }
+
+    /// A client that also trusts the CA certificates in `ca_cert` (PEM), for a server whose
+    /// certificate a venue's own CA issued.
+    pub fn with_ca_cert(
+        base: &str,
+        credential: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, SyncError> {
         install_tls_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("usher-gate-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(SyncError::Network)?;
+            .user_agent(concat!("usher-gate-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            builder = builder.tls_certs_merge(read_ca_certs(path)?);
+        }
+        let http = builder.build().map_err(SyncError::Network)?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -143,12 +194,19 @@ impl SyncClient {
         })
     }
 
-    pub async fn enroll(&self, code: &str, device_name: &str) -> Result<EnrollResponse, SyncError> {
+    /// Enrolls with `code`, sending this device's mesh public key (hex).
+    pub async fn enroll(
+        &self,
+        code: &str,
+        device_name: &str,
+        mesh_public_key: Option<String>,
+    ) -> Result<EnrollResponse, SyncError> {
         let req = self
             .request(reqwest::Method::POST, "/sync/v1/enroll")
             .json(&EnrollRequest {
                 code: code.trim().to_string(),
                 device_name: device_name.to_string(),
+                mesh_public_key,
             });
         match Self::send(req).await {
             // For enrollment a 401/403 means the code, not a gate credential, was refused.

@@ -126,8 +126,16 @@ pub struct SyncEngine {
 
 impl SyncEngine {
     pub fn new(replica: Replica) -> Result<Self, SyncError> {
+        Self::with_ca_cert(replica, None)
+    }
+
+    /// An engine whose client also trusts the venue CA in `ca_cert` (`--ca-cert`).
+    pub fn with_ca_cert(
+        replica: Replica,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, SyncError> {
         let e = replica.require_enrollment()?;
-        let client = SyncClient::new(&e.server_url, Some(e.credential))?;
+        let client = SyncClient::with_ca_cert(&e.server_url, Some(e.credential), ca_cert)?;
         Ok(Self {
             replica: Arc::new(Mutex::new(replica)),
             client,

@@ -87,10 +87,14 @@ pub fn gate_config(gate_id: Uuid, event_id: Uuid, f: impl FnOnce(&mut GateConfig
 
 /// An enrolled replica with a signing key, a gate config and `tickets` tickets (serials 1..=n).
 pub fn fixture(tickets: u64, cfg: impl FnOnce(&mut GateConfig)) -> Fixture {
+    fixture_in(Uuid::now_v7(), tickets, cfg)
+}
+
+/// [`fixture`] for a gate of the given event (gates of one event are mesh peers).
+pub fn fixture_in(event_id: Uuid, tickets: u64, cfg: impl FnOnce(&mut GateConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::from_bytes(&[42u8; 32]);
     let gate_id = Uuid::now_v7();
-    let event_id = Uuid::now_v7();
     let mut r = Replica::open(&dir.path().join("replica.db")).unwrap();
     r.store_enrollment(&Enrollment {
         server_url: "http://127.0.0.1:9".into(),
@@ -128,4 +132,37 @@ pub fn fixture(tickets: u64, cfg: impl FnOnce(&mut GateConfig)) -> Fixture {
         gate_id,
         event_id,
     }
+}
+
+/// Replicates a peer gate's configuration into `f`'s replica, the way the server would: the
+/// peer's mesh public key (hex) and address, active or not.
+pub fn add_peer(
+    f: &Fixture,
+    peer: Uuid,
+    mesh_public_key: Option<String>,
+    mesh_addr: Option<String>,
+    active: bool,
+) {
+    let mut r = Replica::open(&f.path()).unwrap();
+    let seq = r.replica_cursor().unwrap() + 1;
+    let cfg = gate_config(peer, f.event_id, |g| {
+        g.name = format!("Peer {peer}");
+        g.mesh_public_key = mesh_public_key;
+        g.mesh_addr = mesh_addr;
+        g.is_active = active;
+    });
+    r.apply_changes(
+        &[Change {
+            change_seq: seq,
+            deleted: false,
+            data: ChangeData::GateConfig(cfg),
+        }],
+        seq,
+    )
+    .unwrap();
+}
+
+/// The hex mesh public key of the gate whose data directory `f` is.
+pub fn mesh_public_key(f: &Fixture) -> String {
+    Replica::open(&f.path()).unwrap().mesh_public_key_hex()
 }

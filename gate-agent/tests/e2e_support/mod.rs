@@ -58,6 +58,17 @@ impl Server {
     /// Builds and starts the server on `127.0.0.1:port` over `db_url`, keeping its master key in
     /// `data_dir` (so a restart on the same directory accepts the same sessions).
     pub async fn start(data_dir: &Path, db_url: &str, port: u16) -> Self {
+        Self::start_with(data_dir, db_url, port, |_| {}).await
+    }
+
+    /// [`Server::start`] with settings changed by `tweak` (HTTPS with `tls_cert`/`tls_key`: the
+    /// base URL is then `https://127.0.0.1:PORT`).
+    pub async fn start_with(
+        data_dir: &Path,
+        db_url: &str,
+        port: u16,
+        tweak: impl FnOnce(&mut server::Settings),
+    ) -> Self {
         init();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         // A stopped predecessor released the port, but make sure before building (a failed bind
@@ -73,7 +84,9 @@ impl Server {
         let mut settings =
             server::Settings::for_test(data_dir.to_path_buf(), Some(db_url.to_owned()));
         settings.listen = addr;
+        tweak(&mut settings);
         let app = server::build(settings).await.expect("server::build");
+        let scheme = if app.is_tls() { "https" } else { "http" };
         assert_eq!(app.port(), port);
         let db = app.db().clone();
         let initial_admin_password = app.initial_admin_password.clone();
@@ -82,7 +95,7 @@ impl Server {
             let _ = rx.await;
         }));
         Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             db,
             initial_admin_password,
             shutdown: Some(tx),
@@ -149,6 +162,17 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
+        Self::login_with(client, base, email, password).await
+    }
+
+    /// [`Api::login`] with the caller's HTTP client (one that trusts a test CA, say).
+    pub async fn login_with(
+        client: reqwest::Client,
+        base: &str,
+        email: &str,
+        password: &str,
+    ) -> Self {
+        init();
         let mut api = Self {
             base: base.to_owned(),
             client,

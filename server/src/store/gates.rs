@@ -28,6 +28,9 @@ pub struct GateRow {
     pub allow_reentry: bool,
     pub beacon_config: Option<String>,
     pub mesh_addr: Option<String>,
+    /// Hex of the ed25519 key the enrolled device signs its mesh requests and answers with;
+    /// set by enrollment only ([`set_mesh_public_key`]), never by [`upsert`].
+    pub mesh_public_key: Option<String>,
     pub is_active: bool,
     pub created_at: i64,
     pub updated_at: i64,
@@ -37,7 +40,7 @@ pub struct GateRow {
 macro_rules! select_gate {
     () => {
         "SELECT id, event_id, name, zone, direction, zone_mask, allow_reentry, beacon_config,
-                mesh_addr, is_active, created_at, updated_at
+                mesh_addr, mesh_public_key, is_active, created_at, updated_at
          FROM gates "
     };
 }
@@ -119,9 +122,31 @@ pub async fn upsert(tx: &mut Tx, g: &GateRow) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Revokes every credential of a deactivated gate and voids its unused enrollment codes.
+/// Records the mesh public key (hex) of the device that just enrolled on the gate; `None`
+/// (a device that sent none) clears the previous device's.
+pub async fn set_mesh_public_key(
+    tx: &mut Tx,
+    gate_id: Uuid,
+    key_hex: Option<&str>,
+) -> sqlx::Result<()> {
+    tx_run!(tx, c => {
+        sqlx::query("UPDATE gates SET mesh_public_key = $2 WHERE id = $1")
+            .bind(gate_id)
+            .bind(key_hex)
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
+}
+
+/// Revokes every credential of a deactivated gate and voids its unused enrollment codes; its
+/// mesh key goes with them (a reactivated gate enrolls a device again).
 pub async fn revoke_credentials(tx: &mut Tx, gate_id: Uuid, now: i64) -> sqlx::Result<()> {
     tx_run!(tx, c => {
+        sqlx::query("UPDATE gates SET mesh_public_key = NULL WHERE id = $1")
+            .bind(gate_id)
+            .execute(&mut *c)
+            .await?;
         sqlx::query(
             "UPDATE gate_credentials SET revoked_at = $2 WHERE gate_id = $1 AND revoked_at IS NULL",
         )

@@ -53,7 +53,9 @@ async fn gates_can_be_created_listed_changed_and_deactivated(app: TestApp) {
         event["event_tag"].as_u64().unwrap()
     );
     assert!(cfg.allow_reentry && cfg.is_active);
-    assert_eq!(cfg.mesh_key.as_deref().map(str::len), Some(64));
+    // No shared mesh key is handed out; a gate's own mesh key comes with its enrollment.
+    assert_eq!(cfg.mesh_key, None);
+    assert_eq!(cfg.mesh_public_key, None);
 
     let second = app
         .post(Some(&app.admin), &path, json!({"name": "Side"}))

@@ -117,7 +117,14 @@ pub fn gate_change(
         allow_multiple_checkins: settings.allow_multiple_checkins,
         beacon_config: beacon_of(g)?,
         is_active: g.is_active,
-        mesh_key: Some(hex::encode(keys.mesh_key)),
+        // The shared per-event mesh key is no longer handed out: a peer proves itself with its
+        // own key, and only an active gate's key is replicated (DESIGN §8).
+        mesh_key: None,
+        mesh_public_key: if g.is_active {
+            g.mesh_public_key.clone()
+        } else {
+            None
+        },
         mesh_addr: g.mesh_addr.clone(),
         supervisor_pin: keys.supervisor_pin.clone(),
         event_status: status.phase(),
@@ -305,6 +312,7 @@ pub async fn create(
             .transpose()
             .map_err(anyhow::Error::from)?,
         mesh_addr: optional_line("mesh_addr", req.mesh_addr)?,
+        mesh_public_key: None,
         is_active: true,
         created_at: now,
         updated_at: now,

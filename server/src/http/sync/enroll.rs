@@ -16,6 +16,10 @@ pub struct EnrollBody {
     pub code: String,
     /// How the device appears to organizers.
     pub device_name: String,
+    /// Hex of the ed25519 public key the device signs its venue-mesh traffic with (64 hex
+    /// digits). Replicated to the event's gates while this gate is active.
+    #[serde(default)]
+    pub mesh_public_key: Option<String>,
 }
 
 /// Exchanges a one-time enrollment code for the gate's bearer credential. The code works once
@@ -30,7 +34,19 @@ pub async fn enroll(
     State(state): State<AppState>,
     Json(body): Json<EnrollBody>,
 ) -> Result<(StatusCode, axum::Json<EnrollResponse>), Error> {
-    let enrolled = enroll::enroll(&state.db, &body.code, &body.device_name).await?;
+    let mesh_public_key = body
+        .mesh_public_key
+        .as_deref()
+        .map(enroll::parse_mesh_public_key)
+        .transpose()?;
+    let enrolled = enroll::enroll(
+        &state,
+        &body.code,
+        &body.device_name,
+        mesh_public_key.as_deref(),
+        crate::http::api::gates::gate_change,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(EnrollResponse {
