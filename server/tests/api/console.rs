@@ -342,13 +342,14 @@ async fn a_session_ends_when_its_user_is_disabled_or_changed(app: TestApp) {
     )
     .await
     .assert_problem(422, Some("role"));
+    // The role change and the disabling ended the staff's bearer token as well.
     app.patch(
         Some(&app.staff),
         &format!("/api/v1/users/{}", staff.id),
         json!({"disabled": false}),
     )
     .await
-    .assert_problem(403, None);
+    .assert_problem(401, None);
     // A cookie that was tampered with is no session.
     let forged = format!("{}x", cookie);
     assert_eq!(
