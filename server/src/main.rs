@@ -116,11 +116,27 @@ enum UsersCommand {
         #[arg(long, default_value = "staff", value_parser = ["admin", "staff", "viewer"])]
         role: String,
     },
-    /// Changes an account's role.
+    /// Changes an account's role on all events (`none`: only the roles granted per event).
     SetRole {
         email: String,
-        #[arg(value_parser = ["admin", "staff", "viewer"])]
+        #[arg(value_parser = ["admin", "staff", "viewer", "none"])]
         role: String,
+    },
+    /// Grants an account a role on one event (replacing an earlier one there).
+    Grant {
+        email: String,
+        /// The event's id.
+        #[arg(long)]
+        event: uuid::Uuid,
+        #[arg(long, value_parser = ["admin", "staff", "viewer"])]
+        role: String,
+    },
+    /// Takes an account's role on one event away.
+    Revoke {
+        email: String,
+        /// The event's id.
+        #[arg(long)]
+        event: uuid::Uuid,
     },
     /// Disables an account: it can no longer sign in.
     Disable { email: String },
@@ -249,7 +265,11 @@ async fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()>
                 println!(
                     "{:<40} {:<7} {:<9} {}",
                     u.email,
-                    u.role,
+                    if u.events_only {
+                        "none"
+                    } else {
+                        u.role.as_str()
+                    },
                     if u.disabled { "disabled" } else { "active" },
                     server::store::ms_to_time(u.created_at)
                         .format(&time::format_description::well_known::Rfc3339)
@@ -263,9 +283,22 @@ async fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()>
             println!("created {} {email}", role.as_str());
         }
         UsersCommand::SetRole { email, role } => {
+            let role = server::domain::auth::GlobalRole::parse(&role)
+                .context("role must be admin, staff, viewer or none")?;
+            change(email.clone(), Change::Role(role.role())).await?;
+            println!(
+                "{email} is now {} on all events",
+                server::service::users::role_name(role.role())
+            );
+        }
+        UsersCommand::Grant { email, event, role } => {
             let role = Role::parse(&role).context("role must be admin, staff or viewer")?;
-            change(email.clone(), Change::Role(role)).await?;
-            println!("{email} is now {}", role.as_str());
+            grant(settings, &email, event, Some(role)).await?;
+            println!("{email} is now {} on event {event}", role.as_str());
+        }
+        UsersCommand::Revoke { email, event } => {
+            grant(settings, &email, event, None).await?;
+            println!("{email} has no role of its own on event {event}");
         }
         UsersCommand::Disable { email } => {
             change(email.clone(), Change::Disabled(true)).await?;
@@ -284,6 +317,36 @@ async fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// `server users grant|revoke`: sets (or with `None` takes away) a user's role on one event.
+async fn grant(
+    settings: &Settings,
+    email: &str,
+    event: uuid::Uuid,
+    role: Option<Role>,
+) -> anyhow::Result<()> {
+    let db = server::Db::connect(settings).await?;
+    let actor = server::domain::auth::Actor {
+        id: None,
+        name: "cli".into(),
+    };
+    let result = async {
+        let user = server::store::users::by_email(&db, &email.trim().to_lowercase())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no user with e-mail {email}"))?;
+        match role {
+            Some(r) => server::service::users::grant(&db, &actor, user.id, event, r).await,
+            None => server::service::users::revoke_grant(&db, &actor, user.id, event).await,
+        }
+        .map_err(|e| match e {
+            server::domain::Error::NotFound(what) => anyhow::anyhow!("no such {what}"),
+            other => anyhow::anyhow!("{other}"),
+        })
+    }
+    .await;
+    db.close().await;
+    result
 }
 
 /// The state the use cases need, for a command that runs beside (or instead of) the server.

@@ -32,6 +32,10 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (unix seconds).
     pub exp: i64,
+    /// The user's session epoch when the token was issued; a token whose epoch differs from
+    /// the stored one is refused.
+    #[serde(default)]
+    pub epoch: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +121,7 @@ mod tests {
             role: "admin".into(),
             iat: 1000,
             exp,
+            epoch: 3,
         }
     }
 

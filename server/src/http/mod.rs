@@ -184,14 +184,25 @@ pub fn router(state: AppState) -> Router {
             "/events/{event}/supervisor-pin",
             put(api::door::set_supervisor_pin),
         )
-        .route("/users/{id}", axum::routing::patch(api::users::update_user))
+        .route(
+            "/users/{id}",
+            axum::routing::patch(api::users::update_user).delete(api::users::delete_user),
+        )
+        .route(
+            "/users/{id}/events/{event}",
+            put(api::users::put_grant).delete(api::users::delete_grant),
+        )
         .route("/auth/password", post(api::users::change_password))
         .route("/events/{event}/arrivals", get(api::arrivals::arrivals))
         .route(
             "/events/{event}/alert-rules",
             get(api::alerts::get_rules).put(api::alerts::put_rules),
         )
-        .route("/events/{event}/alerts", get(api::alerts::list));
+        .route("/events/{event}/alerts", get(api::alerts::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ));
 
     Router::new()
         .nest("/api/v1", api)
@@ -271,7 +282,8 @@ impl utoipa::Modify for BearerAuth {
         api::mail::send, api::mail::list, api::mail::get_template, api::mail::put_template,
         api::mail::reset_template,
         api::door::set_supervisor_pin,
-        api::users::update_user, api::users::change_password, api::arrivals::arrivals,
+        api::users::update_user, api::users::delete_user, api::users::put_grant,
+        api::users::delete_grant, api::users::change_password, api::arrivals::arrivals,
         api::alerts::get_rules, api::alerts::put_rules, api::alerts::list,
     ),
     components(schemas(Problem, crate::domain::error::FieldError)),

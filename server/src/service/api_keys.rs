@@ -104,9 +104,15 @@ pub async fn authenticate(db: &Db, key: &str, path: &str) -> Result<Auth, Error>
     if let Err(e) = store::api_keys::touch(db, row.id, now_ms()).await {
         tracing::warn!(error = %e, "recording an API key's use");
     }
+    // An event's key holds its role on that event only, exactly as a user's grant does.
+    let (role, grants) = match row.event_id {
+        Some(event) => (None, vec![(event, role)]),
+        None => (Some(role), Vec::new()),
+    };
     Ok(Auth {
         user_id: row.id,
         email: format!("api-key:{}", row.name),
         role,
+        grants,
     })
 }

@@ -2,21 +2,23 @@
 //! first-start bootstrap.
 
 use crate::domain::Error;
-use crate::domain::auth::{Actor, Role, random_password};
+use crate::domain::auth::{Actor, Auth, Role, random_password};
 use crate::domain::crypto::MasterKey;
 use crate::store::{self, Db, is_unique_violation};
 
 /// Minimum password length.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
-/// Creates a user with an argon2id-hashed password and records it in the audit log.
+/// Creates a user with an argon2id-hashed password and records it in the audit log. `role` is
+/// the role on all events; `None` makes a user who only has the roles granted per event.
 pub async fn create(
     db: &Db,
     actor: &Actor,
     email: &str,
     password: &str,
-    role: Role,
+    role: impl Into<Option<Role>>,
 ) -> Result<store::users::UserRow, Error> {
+    let role: Option<Role> = role.into();
     let email = email.trim().to_lowercase();
     if email.is_empty() || !email.contains('@') || email.chars().any(char::is_whitespace) {
         return Err(Error::validation("email", "not an e-mail address"));
@@ -31,7 +33,7 @@ pub async fn create(
     let hash = super::login::hash_password(password.to_owned()).await?;
     let id = uuid::Uuid::now_v7();
     let mut tx = db.begin().await?;
-    match store::users::insert(&mut tx, id, &email, &hash, role.as_str()).await {
+    match store::users::insert(&mut tx, id, &email, &hash, role.map(Role::as_str)).await {
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) => {
             return Err(Error::Conflict(format!(
@@ -46,7 +48,7 @@ pub async fn create(
         "user.create",
         None,
         Some(format!("user:{id}")),
-        serde_json::json!({"email": email, "role": role.as_str()}),
+        serde_json::json!({"email": email, "role": role_name(role)}),
     )
     .await?;
     tx.commit().await?;
@@ -84,10 +86,17 @@ pub async fn bootstrap_admin(db: &Db, email: &str) -> anyhow::Result<Option<Stri
     Ok(Some(password))
 }
 
-/// A change to an existing account (the CLI's `server users …`).
+/// A role on all events as stored and shown: `none` for a user with roles per event only.
+pub fn role_name(role: Option<Role>) -> &'static str {
+    role.map_or("none", Role::as_str)
+}
+
+/// A change to an existing account (the CLI's `server users …`). Every change ends the user's
+/// bearer tokens and console sessions (their session epoch moves).
 #[derive(Debug, Clone)]
 pub enum Change {
-    Role(Role),
+    /// The role on all events (`None`: roles per event only).
+    Role(Option<Role>),
     Disabled(bool),
     /// A new random password, returned once.
     ResetPassword,
@@ -117,8 +126,8 @@ pub async fn change(
     let mut tx = db.begin().await?;
     let (action, detail) = match (&change, &hash) {
         (Change::Role(role), _) => {
-            store::users::set_role(&mut tx, user.id, role.as_str()).await?;
-            ("user.role", serde_json::json!({"role": role.as_str()}))
+            store::users::set_role(&mut tx, user.id, role.map(Role::as_str)).await?;
+            ("user.role", serde_json::json!({"role": role_name(*role)}))
         }
         (&Change::Disabled(d), _) => {
             store::users::set_disabled(&mut tx, user.id, d).await?;
@@ -213,7 +222,7 @@ pub async fn change_by_id(
             Change::Disabled(true) => {
                 return Err(Error::validation("disabled", "you cannot disable yourself"));
             }
-            Change::Role(r) if *r != Role::Admin => {
+            Change::Role(r) if *r != Some(Role::Admin) => {
                 return Err(Error::validation("role", "you cannot demote yourself"));
             }
             _ => {}
@@ -223,4 +232,106 @@ pub async fn change_by_id(
     store::users::by_id(db, id)
         .await?
         .ok_or(Error::NotFound("user"))
+}
+
+/// Grants `role` on one event to the user `id` (replacing an earlier grant there), with an
+/// audit row; the user's sessions end, so their next request carries the new roles.
+pub async fn grant(
+    db: &Db,
+    actor: &Actor,
+    id: uuid::Uuid,
+    event_id: uuid::Uuid,
+    role: Role,
+) -> Result<(), Error> {
+    store::users::by_id(db, id)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
+    store::events::require(db, event_id).await?;
+    let mut tx = db.begin().await?;
+    store::users::put_grant(&mut tx, id, event_id, role.as_str()).await?;
+    store::audit::record(
+        &mut tx,
+        actor,
+        "user.grant",
+        Some(event_id),
+        Some(format!("user:{id}")),
+        serde_json::json!({"role": role.as_str()}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Takes the user's role on one event away (404 when they had none there).
+pub async fn revoke_grant(
+    db: &Db,
+    actor: &Actor,
+    id: uuid::Uuid,
+    event_id: uuid::Uuid,
+) -> Result<(), Error> {
+    let mut tx = db.begin().await?;
+    if !store::users::delete_grant(&mut tx, id, event_id).await? {
+        return Err(Error::NotFound("grant"));
+    }
+    store::audit::record(
+        &mut tx,
+        actor,
+        "user.revoke_grant",
+        Some(event_id),
+        Some(format!("user:{id}")),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes a user (not oneself): their tokens and sessions end with the row.
+pub async fn delete(db: &Db, actor: &Actor, id: uuid::Uuid) -> Result<(), Error> {
+    if actor.id == Some(id) {
+        return Err(Error::Conflict("you cannot remove yourself".into()));
+    }
+    let mut tx = db.begin().await?;
+    if !store::users::delete(&mut tx, id).await? {
+        return Err(Error::NotFound("user"));
+    }
+    store::audit::record(
+        &mut tx,
+        actor,
+        "user.delete",
+        None,
+        Some(format!("user:{id}")),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A stored user's roles as a request's [`Auth`]: their role on all events and their grants
+/// (one indexed lookup), read on every request so a change counts at once.
+pub async fn auth_of(db: &Db, user: &store::users::SessionUser) -> Result<Auth, Error> {
+    let role = if user.events_only {
+        None
+    } else {
+        Some(
+            Role::parse(&user.role)
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("bad role in database")))?,
+        )
+    };
+    let grants = store::users::grants(db, user.id)
+        .await?
+        .into_iter()
+        .map(|g| {
+            Role::parse(&g.role)
+                .map(|r| (g.event_id, r))
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("bad grant role in database")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Auth {
+        user_id: user.id,
+        email: user.email.clone(),
+        role,
+        grants,
+    })
 }

@@ -52,7 +52,7 @@ fn session_cookie(resp: &reqwest::Response) -> (String, String) {
     (pair, header)
 }
 
-fn location(resp: &reqwest::Response) -> String {
+pub(crate) fn location(resp: &reqwest::Response) -> String {
     resp.headers()
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -61,7 +61,7 @@ fn location(resp: &reqwest::Response) -> String {
 }
 
 /// Signs in through the console's form; returns the cookie pair and where it redirected.
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> (String, String) {
+pub(crate) async fn sign_in(app: &TestApp, email: &str, password: &str) -> (String, String) {
     let resp = no_redirects()
         .post(app.url("/login"))
         .form_body(&[("email", email), ("password", password)])
@@ -80,7 +80,7 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> (String, String)
     (cookie, location(&resp))
 }
 
-async fn page(cookie: &str, url: &str) -> reqwest::Response {
+pub(crate) async fn page(cookie: &str, url: &str) -> reqwest::Response {
     no_redirects()
         .get(url)
         .header(COOKIE, cookie)
@@ -342,13 +342,14 @@ async fn a_session_ends_when_its_user_is_disabled_or_changed(app: TestApp) {
     )
     .await
     .assert_problem(422, Some("role"));
+    // The role change and the disabling ended the staff's bearer token as well.
     app.patch(
         Some(&app.staff),
         &format!("/api/v1/users/{}", staff.id),
         json!({"disabled": false}),
     )
     .await
-    .assert_problem(403, None);
+    .assert_problem(401, None);
     // A cookie that was tampered with is no session.
     let forged = format!("{}x", cookie);
     assert_eq!(

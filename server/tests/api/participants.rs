@@ -60,7 +60,7 @@ async fn participants_can_be_created_one_or_many_and_read(app: TestApp) {
     let id = p["id"].as_str().unwrap();
     let got = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}"),
         )
         .await;
@@ -207,7 +207,7 @@ async fn participants_are_searchable_and_paged(app: TestApp) {
     assert_eq!(count(r.assert_status(200)), 0, "LIKE wildcards are escaped");
     // By short code, typed sloppily.
     let one = app
-        .get(Some(&app.viewer), &format!("{path}?q=Person%2003"))
+        .get(Some(&app.staff), &format!("{path}?q=Person%2003"))
         .await
         .assert_status(200)
         .clone();

@@ -71,7 +71,7 @@ async fn the_png_ticket_shows_the_holder_and_its_qr_decodes_to_the_credential(ap
     let id = p["id"].as_str().unwrap();
     let credential = p["ticket"]["credential"].as_str().unwrap();
     let path = format!("/api/v1/events/{ev}/participants/{id}/ticket.png");
-    let r = app.get(Some(&app.viewer), &path).await;
+    let r = app.get(Some(&app.staff), &path).await;
     assert_eq!(r.status.as_u16(), 200);
     assert_eq!(r.content_type, "image/png");
     let png = image::load_from_memory(&r.bytes).expect("a PNG");
@@ -104,7 +104,7 @@ async fn the_png_ticket_shows_the_holder_and_its_qr_decodes_to_the_credential(ap
     let oid = other["id"].as_str().unwrap();
     let r2 = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{oid}/ticket.png"),
         )
         .await;
@@ -130,12 +130,12 @@ async fn the_png_ticket_shows_the_holder_and_its_qr_decodes_to_the_credential(ap
 
     // The QR alone, as before.
     let qr = app
-        .get(Some(&app.viewer), &format!("{path}?layout=qr"))
+        .get(Some(&app.staff), &format!("{path}?layout=qr"))
         .await;
     let qr = image::load_from_memory(&qr.bytes).unwrap();
     assert_eq!(qr.width(), qr.height());
     assert_eq!(decode(&qr).0.as_deref(), Some(credential));
-    app.get(Some(&app.viewer), &format!("{path}?layout=poster"))
+    app.get(Some(&app.staff), &format!("{path}?layout=poster"))
         .await
         .assert_problem(422, Some("layout"));
 }
@@ -147,7 +147,7 @@ async fn the_svg_ticket_holds_the_texts_and_a_qr_that_decodes(app: TestApp) {
     let short_code = p["ticket"]["short_code"].as_str().unwrap();
     let r = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/ticket.svg"),
         )
         .await;
@@ -280,7 +280,7 @@ async fn the_pdf_ticket_parses_and_holds_the_texts_and_the_qr(app: TestApp) {
     let short_code = p["ticket"]["short_code"].as_str().unwrap();
     let r = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/ticket.pdf"),
         )
         .await;
@@ -365,7 +365,11 @@ async fn the_event_pdf_has_one_page_per_valid_ticket(app: TestApp) {
 
     let path = format!("/api/v1/events/{ev}/tickets.pdf");
     app.get(None, &path).await.assert_problem(401, None);
-    let r = app.get(Some(&app.viewer), &path).await;
+    // Every page carries a credential: not for viewers.
+    app.get(Some(&app.viewer), &path)
+        .await
+        .assert_problem(403, None);
+    let r = app.get(Some(&app.staff), &path).await;
     assert_eq!(
         r.status.as_u16(),
         200,
@@ -385,10 +389,7 @@ async fn the_event_pdf_has_one_page_per_valid_ticket(app: TestApp) {
         created[1]["id"].as_str().unwrap(),
     );
     let r = app
-        .get(
-            Some(&app.viewer),
-            &format!("{path}?participant_ids={a},{b}"),
-        )
+        .get(Some(&app.staff), &format!("{path}?participant_ids={a},{b}"))
         .await;
     assert_eq!(check_pdf(&r.bytes), 2);
     let shown = pdf_texts(&r.bytes);
@@ -398,31 +399,31 @@ async fn the_event_pdf_has_one_page_per_valid_ticket(app: TestApp) {
         "pages in the order named"
     );
     app.get(
-        Some(&app.viewer),
+        Some(&app.staff),
         &format!("{path}?participant_ids={a},nope"),
     )
     .await
     .assert_problem(422, Some("participant_ids"));
     let stranger = uuid::Uuid::now_v7();
     app.get(
-        Some(&app.viewer),
+        Some(&app.staff),
         &format!("{path}?participant_ids={stranger}"),
     )
     .await
     .assert_problem(422, Some("participant_ids[0]"));
     app.get(
-        Some(&app.viewer),
+        Some(&app.staff),
         &format!("{path}?participant_ids={a},{revoked}"),
     )
     .await
     .assert_problem(422, Some("participant_ids[1]"));
     let nid = no_ticket["id"].as_str().unwrap();
-    app.get(Some(&app.viewer), &format!("{path}?participant_ids={nid}"))
+    app.get(Some(&app.staff), &format!("{path}?participant_ids={nid}"))
         .await
         .assert_problem(422, Some("participant_ids[0]"));
     let empty = app.create_event("Empty").await;
     app.get(
-        Some(&app.viewer),
+        Some(&app.staff),
         &format!(
             "/api/v1/events/{}/tickets.pdf",
             empty["id"].as_str().unwrap()

@@ -113,7 +113,7 @@ async fn revoking_is_idempotent_and_blocks_the_qr_code(app: TestApp) {
     assert!(changes.iter().any(|c| matches!(&c.data, ChangeData::Revocation(r) if r.serial == serial && r.reason.as_deref() == Some("lost"))));
 
     app.get(
-        Some(&app.viewer),
+        Some(&app.staff),
         &format!("/api/v1/events/{ev}/participants/{id}/ticket.png"),
     )
     .await
@@ -129,7 +129,7 @@ async fn revoking_is_idempotent_and_blocks_the_qr_code(app: TestApp) {
     .await
     .assert_problem(404, None);
     app.get(
-        Some(&app.viewer),
+        Some(&app.staff),
         &format!("/api/v1/events/{ev}/participants/{wid}/ticket.svg"),
     )
     .await
@@ -145,7 +145,7 @@ async fn ticket_png_decodes_to_a_credential_that_verifies(app: TestApp) {
 
     let r = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/ticket.png"),
         )
         .await;
@@ -192,7 +192,7 @@ async fn ticket_png_decodes_to_a_credential_that_verifies(app: TestApp) {
 
     let svg = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/ticket.svg"),
         )
         .await;
@@ -258,7 +258,7 @@ async fn the_camera_decoder_reads_the_ticket_png_at_gate_scales_and_angles(app: 
     let credential = p["ticket"]["credential"].as_str().unwrap().to_owned();
     let r = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/ticket.png?layout=qr"),
         )
         .await;

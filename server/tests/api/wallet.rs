@@ -240,7 +240,7 @@ async fn the_pkpass_is_signed_and_every_manifest_hash_matches(app: TestApp) {
     let resp = app
         .client
         .get(app.url(&path))
-        .bearer_auth(&app.viewer)
+        .bearer_auth(&app.staff)
         .send()
         .await
         .unwrap();
@@ -335,7 +335,7 @@ async fn the_google_save_link_is_an_rs256_jwt_holding_the_credential(app: TestAp
     let credential = p["ticket"]["credential"].as_str().unwrap();
     let r = app
         .get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/wallet/google"),
         )
         .await;
@@ -422,7 +422,7 @@ async fn revoked_tickets_get_no_wallet_pass(app: TestApp) {
     let other = other["id"].as_str().unwrap();
     for suffix in ["ticket.pkpass", "wallet/google"] {
         app.get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{other}/participants/{id}/{suffix}"),
         )
         .await
@@ -436,7 +436,7 @@ async fn revoked_tickets_get_no_wallet_pass(app: TestApp) {
     .assert_status(200);
     for suffix in ["ticket.pkpass", "wallet/google"] {
         app.get(
-            Some(&app.viewer),
+            Some(&app.staff),
             &format!("/api/v1/events/{ev}/participants/{id}/{suffix}"),
         )
         .await

@@ -73,7 +73,7 @@ pub async fn get_rules(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<Json<Rules>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     Ok(Json(service::rules(&state.db, event_id).await?))
 }
 
@@ -89,7 +89,7 @@ pub async fn put_rules(
     Path(event_id): Path<Uuid>,
     Json(rules): Json<Rules>,
 ) -> Result<Json<Rules>, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     Ok(Json(
         service::save_rules(&state.db, &auth.actor(), event_id, rules).await?,
     ))
@@ -117,7 +117,7 @@ pub async fn list(
     Path(event_id): Path<Uuid>,
     Query(params): Query<AlertParams>,
 ) -> Result<Json<Page<AlertOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let firing = match params.state.as_deref() {
         None | Some("") => None,

@@ -48,7 +48,7 @@ pub async fn arrivals(
     Path(event_id): Path<Uuid>,
     Query(q): Query<ArrivalsQuery>,
 ) -> Result<Json<Arrivals>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     let minutes = q.minutes.unwrap_or(60);
     if !(1..=1440).contains(&minutes) {
         return Err(Error::validation("minutes", "minutes must be 1..=1440"));

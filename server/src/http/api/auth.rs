@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::Error;
-use crate::domain::auth::{self, Auth, Role, TOKEN_TTL_SECONDS};
+use crate::domain::auth::{self, Auth, GlobalRole, Role, TOKEN_TTL_SECONDS};
 use crate::http::error::Problem;
 use crate::http::extract::Json;
 use crate::service::AppState;
@@ -65,8 +65,14 @@ pub async fn login(
         }
     };
     state.login_limiter.reset(&email, peer.ip());
-    let role = Role::parse(&user.role).ok_or_else(|| anyhow::anyhow!("bad role in database"))?;
-    let token = auth::issue_token(&state.master, user.id, &user.email, role)?;
+    let role = global_role(&user)?;
+    let token = auth::issue_token(
+        &state.master,
+        user.id,
+        &user.email,
+        role,
+        user.session_epoch,
+    )?;
     tracing::info!(user.id = %user.id, "logged in");
     Ok(Json(LoginResponse {
         access_token: token,
@@ -75,11 +81,31 @@ pub async fn login(
     }))
 }
 
+/// The role on all events a stored user has (`None`: roles per event only).
+fn global_role(u: &store::users::UserRow) -> Result<Option<Role>, Error> {
+    if u.events_only {
+        return Ok(None);
+    }
+    Ok(Some(
+        Role::parse(&u.role).ok_or_else(|| anyhow::anyhow!("bad role in database"))?,
+    ))
+}
+
+/// A user's role on one event.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GrantOut {
+    pub event_id: Uuid,
+    pub role: Role,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserOut {
     pub id: Uuid,
     pub email: String,
-    pub role: Role,
+    /// The role on all events (`none`: only the roles in `grants`).
+    pub role: GlobalRole,
+    /// Roles on single events; on an event the higher of `role` and its grant counts.
+    pub grants: Vec<GrantOut>,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -87,10 +113,23 @@ pub struct UserOut {
 }
 
 impl UserOut {
-    pub fn from_row(u: store::users::UserRow) -> Result<Self, Error> {
+    pub fn from_row(
+        u: store::users::UserRow,
+        grants: Vec<store::users::GrantRow>,
+    ) -> Result<Self, Error> {
         Ok(Self {
             id: u.id,
-            role: Role::parse(&u.role).ok_or_else(|| anyhow::anyhow!("bad role in database"))?,
+            role: global_role(&u)?.into(),
+            grants: grants
+                .into_iter()
+                .map(|g| {
+                    Ok(GrantOut {
+                        event_id: g.event_id,
+                        role: Role::parse(&g.role)
+                            .ok_or_else(|| anyhow::anyhow!("bad grant role in database"))?,
+                    })
+                })
+                .collect::<Result<_, Error>>()?,
             email: u.email,
             disabled: u.disabled,
             created_at: ms_to_time(u.created_at),
@@ -102,17 +141,24 @@ impl UserOut {
 pub struct Me {
     pub id: Uuid,
     pub email: String,
-    pub role: Role,
+    /// The role on all events (`none`: only the roles in `grants`).
+    pub role: GlobalRole,
+    pub grants: Vec<GrantOut>,
 }
 
-/// Who the token belongs to.
+/// Who the token belongs to, and their roles.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "OK", body = Me), (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json")))]
 pub async fn me(auth: Auth) -> Json<Me> {
     Json(Me {
         id: auth.user_id,
         email: auth.email,
-        role: auth.role,
+        role: auth.role.into(),
+        grants: auth
+            .grants
+            .into_iter()
+            .map(|(event_id, role)| GrantOut { event_id, role })
+            .collect(),
     })
 }
 
@@ -125,10 +171,18 @@ pub async fn list_users(
 ) -> Result<Json<super::Page<UserOut>>, Error> {
     auth.require(Role::Admin)?;
     let users = store::users::list(&state.db).await?;
+    let mut grants: std::collections::HashMap<Uuid, Vec<store::users::GrantRow>> =
+        std::collections::HashMap::new();
+    for (user, g) in store::users::all_grants(&state.db).await? {
+        grants.entry(user).or_default().push(g);
+    }
     Ok(Json(super::Page {
         items: users
             .into_iter()
-            .map(UserOut::from_row)
+            .map(|u| {
+                let g = grants.remove(&u.id).unwrap_or_default();
+                UserOut::from_row(u, g)
+            })
             .collect::<Result<_, _>>()?,
         next_cursor: None,
     }))
@@ -140,7 +194,9 @@ pub struct UserCreate {
     pub email: String,
     /// At least 12 characters.
     pub password: String,
-    pub role: Role,
+    /// The role on all events; `none` for a user who gets roles per event
+    /// (`PUT /api/v1/users/{id}/events/{event}`).
+    pub role: GlobalRole,
 }
 
 /// Creates a user (admin).
@@ -158,8 +214,11 @@ pub async fn create_user(
         &auth.actor(),
         &req.email,
         &req.password,
-        req.role,
+        req.role.role(),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(UserOut::from_row(user)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(UserOut::from_row(user, Vec::new())?),
+    ))
 }

@@ -77,7 +77,7 @@ pub async fn list_conflicts(
     Path(event_id): Path<Uuid>,
     Query(q): Query<ConflictQuery>,
 ) -> Result<axum::Json<Page<ConflictOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     if let Some(k) = &q.kind
         && sync_protocol::ConflictKind::parse(k).is_none()
@@ -135,7 +135,7 @@ pub async fn resolve_conflict(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     Json(body): Json<ResolveBody>,
 ) -> Result<axum::Json<ConflictOut>, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let resolution = match body.action.as_str() {
         "acknowledge" => "acknowledged",
         "revoke_ticket" => "ticket_revoked",
@@ -260,7 +260,7 @@ pub async fn attendance(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<axum::Json<Attendance>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     let event = load_event(&state, event_id).await?;
     // The daily automatic check-out is a rule on the clock, not a job: presence from before
     // the last check-out instant is not inside.
@@ -389,7 +389,7 @@ pub async fn list_checkins(
     Path(event_id): Path<Uuid>,
     Query(q): Query<CheckinQuery>,
 ) -> Result<axum::Json<Page<CheckinOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let params = crate::http::api::PageParams {
         cursor: q.cursor.clone(),
@@ -431,7 +431,7 @@ pub async fn report(
     Path(event_id): Path<Uuid>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let format = q.format.as_deref().unwrap_or("json");
     if !matches!(format, "json" | "csv" | "html") {

@@ -36,7 +36,7 @@ pub async fn set_supervisor_pin(
     Path(event_id): Path<Uuid>,
     Json(req): Json<SupervisorPin>,
 ) -> Result<StatusCode, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     sync_protocol::pin::validate(&req.pin).map_err(|e| Error::validation("pin", e.to_string()))?;
     let pin = req.pin;
     let hash = tokio::task::spawn_blocking(move || sync_protocol::pin::hash(&pin))

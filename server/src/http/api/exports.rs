@@ -77,7 +77,7 @@ pub async fn participants(
     Path(event_id): Path<Uuid>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     load_event(&state, event_id).await?;
     let format = exports::format_of(q.format.as_deref())?;
     let columns = exports::columns_of(q.columns.as_deref(), exports::PARTICIPANT_COLUMNS)?;
@@ -97,7 +97,7 @@ pub async fn checkins(
     Path(event_id): Path<Uuid>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let format = exports::format_of(q.format.as_deref())?;
     let columns = exports::columns_of(q.columns.as_deref(), exports::CHECKIN_COLUMNS)?;

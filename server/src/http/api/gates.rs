@@ -261,7 +261,7 @@ pub async fn list(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<Json<Page<GateOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let rows = store::gates::list(&state.db, event_id).await?;
     let statuses: std::collections::HashMap<Uuid, GateStatusRow> =
@@ -293,7 +293,7 @@ pub async fn create(
     Path(event_id): Path<Uuid>,
     Json(req): Json<GateCreate>,
 ) -> Result<(StatusCode, Json<GateOut>), Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     load_event(&state, event_id).await?;
     let name = required_text("name", &req.name, 100)?;
     check_beacon(&req.beacon_config)?;
@@ -330,7 +330,7 @@ pub async fn get(
     auth: Auth,
     Path((event_id, gate_id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<GateOut>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     let gate = store::gates::get(&state.db, event_id, gate_id)
         .await?
         .ok_or(Error::NotFound("gate"))?;
@@ -350,7 +350,7 @@ pub async fn update(
     Path((event_id, gate_id)): Path<(Uuid, Uuid)>,
     Json(req): Json<GatePatch>,
 ) -> Result<Json<GateOut>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let mut gate = store::gates::get(&state.db, event_id, gate_id)
         .await?
         .ok_or(Error::NotFound("gate"))?;
@@ -398,7 +398,7 @@ pub async fn deactivate(
     auth: Auth,
     Path((event_id, gate_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let mut gate = store::gates::get(&state.db, event_id, gate_id)
         .await?
         .ok_or(Error::NotFound("gate"))?;
@@ -443,7 +443,7 @@ pub async fn enroll(
     Path((event_id, gate_id)): Path<(Uuid, Uuid)>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<EnrollmentOut>), Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let req: EnrollmentCreate = if body.iter().all(u8::is_ascii_whitespace) {
         EnrollmentCreate::default()
     } else {

@@ -76,7 +76,7 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ImportResult>, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let mime = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -87,7 +87,7 @@ pub async fn send(
     Path(event_id): Path<Uuid>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SendSummary>), Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let req: SendRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SendRequest::default()
     } else {
@@ -139,7 +139,7 @@ pub async fn list(
     Path(event_id): Path<Uuid>,
     Query(params): Query<MailParams>,
 ) -> Result<Json<Page<MailOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let status = match params.status.as_deref() {
         None | Some("") => None,
@@ -203,7 +203,7 @@ pub async fn get_template(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<Json<TemplateOut>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let (t, updated) = mail::templates_of(&state.db, event_id).await?;
     Ok(Json(TemplateOut {
@@ -227,7 +227,7 @@ pub async fn put_template(
     Path(event_id): Path<Uuid>,
     Json(body): Json<TemplateBody>,
 ) -> Result<Json<TemplateOut>, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let t = Templates {
         subject: body.subject,
         html: body.html,
@@ -252,7 +252,7 @@ pub async fn reset_template(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     mail::reset_templates(&state.db, &auth.actor(), event_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -39,10 +39,12 @@ use crate::store::{self, Tx, ms_to_time, now_ms};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketOut {
     pub serial: u64,
-    /// The signed `U1:` text encoded in the QR code.
-    pub credential: String,
-    /// `XXXX-XXXX-XXXX`.
-    pub short_code: String,
+    /// The signed `U1:` text encoded in the QR code. A bearer secret: absent for viewers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// `XXXX-XXXX-XXXX`, typed at a gate's manual entry. A bearer secret: absent for viewers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_code: Option<String>,
     /// `valid` or `revoked`.
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -67,8 +69,8 @@ impl TicketOut {
             |s: i64| OffsetDateTime::from_unix_timestamp(s).map_err(|e| Error::Internal(e.into()));
         Ok(Self {
             serial: u64::try_from(t.serial).map_err(anyhow::Error::from)?,
-            credential: keys.credential(t)?,
-            short_code: issuing::short_code(t.short_code)?.to_string(),
+            credential: Some(keys.credential(t)?),
+            short_code: Some(issuing::short_code(t.short_code)?.to_string()),
             status: t.status.clone(),
             valid_from: secs(t.valid_from)?,
             valid_until: secs(t.valid_until)?,
@@ -105,6 +107,18 @@ pub struct ParticipantOut {
 }
 
 impl ParticipantOut {
+    /// Drops the ticket's bearer secrets (credential, short code) unless the caller is staff on
+    /// the event: a viewer reads names and attendance, never what opens the door.
+    fn for_caller(mut self, auth: &Auth, event_id: Uuid) -> Self {
+        if !auth.can_on(event_id, Role::Staff)
+            && let Some(t) = self.ticket.as_mut()
+        {
+            t.credential = None;
+            t.short_code = None;
+        }
+        self
+    }
+
     fn build(p: ParticipantRow, keys: &EventKeys) -> Result<Self, Error> {
         let ticket = p.ticket().map(|t| TicketOut::build(&t, keys)).transpose()?;
         Ok(Self {
@@ -281,7 +295,7 @@ pub async fn list(
     Path(event_id): Path<Uuid>,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<Page<ParticipantOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let paging = PageParams {
         cursor: params.cursor.clone(),
@@ -305,7 +319,12 @@ pub async fn list(
     )
     .await?;
     let keys = event_keys(&state, event_id).await?;
-    let mut out = page(rows, limit, |p| p.id, |p| ParticipantOut::build(p, &keys))?;
+    let mut out = page(
+        rows,
+        limit,
+        |p| p.id,
+        |p| Ok(ParticipantOut::build(p, &keys)?.for_caller(&auth, event_id)),
+    )?;
     attach_mail(&state, event_id, &mut out.items).await?;
     Ok(Json(out))
 }
@@ -349,7 +368,7 @@ pub async fn create(
     Path(event_id): Path<Uuid>,
     Json(body): Json<Value>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let event = load_event(&state, event_id).await?;
     require_registrations(EventStatus::parse(&event.status)?)?;
     let (items, many) = match body {
@@ -507,12 +526,12 @@ pub async fn get(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<ParticipantOut>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     let p = store::participants::get(&state.db, event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let keys = event_keys(&state, event_id).await?;
-    let mut out = [ParticipantOut::build(p, &keys)?];
+    let mut out = [ParticipantOut::build(p, &keys)?.for_caller(&auth, event_id)];
     attach_mail(&state, event_id, &mut out).await?;
     let [out] = out;
     Ok(Json(out))
@@ -530,7 +549,7 @@ pub async fn update(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     Json(req): Json<ParticipantPatch>,
 ) -> Result<Json<ParticipantOut>, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     require_writable(EventStatus::parse(
         &load_event(&state, event_id).await?.status,
     )?)?;
@@ -650,7 +669,7 @@ pub async fn erase(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let keys = event_keys(&state, event_id).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
     let tx = uow.tx();
@@ -723,7 +742,7 @@ pub async fn issue_ticket(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TicketOut>), Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let req: TicketIssue = optional_body(&body)?;
     let event = load_event(&state, event_id).await?;
     require_registrations(EventStatus::parse(&event.status)?)?;
@@ -817,7 +836,7 @@ pub async fn revoke_ticket(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     body: Bytes,
 ) -> Result<Json<TicketOut>, Error> {
-    auth.require(Role::Staff)?;
+    auth.require_on(event_id, Role::Staff)?;
     let req: TicketRevoke = optional_body(&body)?;
     require_writable(EventStatus::parse(
         &load_event(&state, event_id).await?.status,
@@ -932,7 +951,7 @@ pub async fn ticket_png(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     Query(params): Query<TicketImageParams>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Staff)?;
     if params.qr_only()? {
         let text = current_credential(&state, event_id, id).await?;
         return Ok(image_response("image/png", issuing::render_png(&text)?));
@@ -952,7 +971,7 @@ pub async fn ticket_svg(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     Query(params): Query<TicketImageParams>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Staff)?;
     if params.qr_only()? {
         let text = current_credential(&state, event_id, id).await?;
         return Ok(image_response("image/svg+xml", issuing::render_svg(&text)?));

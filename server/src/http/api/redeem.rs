@@ -48,13 +48,19 @@ impl FromRequestParts<AppState> for RedeemAuth {
                 .ok_or(Error::Unauthorized(
                     "this gate credential is unknown or revoked; enroll the gate again",
                 ))?;
-            if event_id == Some(gate.event_id) {
-                state.redeem.remember_credential(hash, gate);
+            // A gate redeems for its own event only, decided before the body is read.
+            if event_id != Some(gate.event_id) {
+                return Err(Error::Forbidden);
             }
+            state.redeem.remember_credential(hash, gate);
             return Ok(RedeemAuth::Gate(gate));
         }
         let auth = Auth::from_request_parts(parts, state).await?;
-        auth.require(Role::Staff)?;
+        let event_id = axum::extract::Path::<Uuid>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound("event"))?
+            .0;
+        auth.require_on(event_id, Role::Staff)?;
         Ok(RedeemAuth::Staff(auth))
     }
 }

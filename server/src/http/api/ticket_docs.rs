@@ -47,7 +47,7 @@ pub async fn pkpass(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Staff)?;
     let signer = state.wallet.require_apple()?;
     let doc = TicketDoc::load(&state, event_id, id).await?;
     let pass = signer.pass(&doc, OffsetDateTime::now_utc())?;
@@ -79,7 +79,7 @@ pub async fn google(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Staff)?;
     let signer = state.wallet.require_google()?;
     let doc = TicketDoc::load(&state, event_id, id).await?;
     let url = signer.save_url(&doc, OffsetDateTime::now_utc())?;
@@ -102,7 +102,7 @@ pub async fn pdf(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Staff)?;
     let doc = TicketDoc::load(&state, event_id, id).await?;
     Ok(private("application/pdf", ticket_doc::pdf::one(&doc)?))
 }
@@ -165,7 +165,7 @@ pub async fn event_pdf(
     Path(event_id): Path<Uuid>,
     Query(params): Query<EventPdfParams>,
 ) -> Result<Response, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Staff)?;
     let named = params
         .participant_ids
         .as_deref()

@@ -157,7 +157,7 @@ pub async fn list(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<Json<Page<WebhookOut>>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     load_event(&state, event_id).await?;
     let rows = store::webhooks::list_endpoints(&state.db, event_id).await?;
     Ok(Json(Page {
@@ -179,7 +179,7 @@ pub async fn create(
     Path(event_id): Path<Uuid>,
     Json(req): Json<WebhookCreate>,
 ) -> Result<(StatusCode, Json<WebhookOut>), Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     load_event(&state, event_id).await?;
     let url = webhook::check_url(&req.url)?;
     let types = webhook::check_event_types(&req.events)?;
@@ -224,7 +224,7 @@ pub async fn get(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<WebhookOut>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let e = endpoint(&state, event_id, id).await?;
     Ok(Json(WebhookOut::build(&e, None)))
 }
@@ -243,7 +243,7 @@ pub async fn update(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     Json(req): Json<WebhookPatch>,
 ) -> Result<Json<WebhookOut>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let url = req.url.as_deref().map(webhook::check_url).transpose()?;
     let types = req
         .events
@@ -301,7 +301,7 @@ pub async fn delete(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let e = endpoint(&state, event_id, id).await?;
     let mut tx = state.db.begin().await?;
     if !store::webhooks::delete_endpoint(&mut tx, event_id, id).await? {
@@ -324,7 +324,7 @@ pub async fn rotate(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<WebhookOut>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let now = now_ms();
     let mut tx = state.db.begin().await?;
     let mut e = store::webhooks::get_endpoint_tx(&mut tx, event_id, id)
@@ -361,7 +361,7 @@ pub async fn test(
     auth: Auth,
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<(StatusCode, Json<TestOut>), Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let e = endpoint(&state, event_id, id).await?;
     if !e.enabled {
         return Err(Error::Conflict(
@@ -431,7 +431,7 @@ pub async fn deliveries(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
     Query(params): Query<PageParams>,
 ) -> Result<Json<Page<DeliveryOut>>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     endpoint(&state, event_id, id).await?;
     let limit = params.limit()?;
     let before = params.after()?.unwrap_or(Uuid::max());

@@ -162,7 +162,7 @@ pub async fn list(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<Json<Page<ZoneOut>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     load_event(&state, event_id).await?;
     let rows = store::zones::list(&state.db, event_id).await?;
     Ok(Json(Page {
@@ -186,7 +186,7 @@ pub async fn create(
     Path(event_id): Path<Uuid>,
     Json(req): Json<ZoneCreate>,
 ) -> Result<(StatusCode, Json<ZoneOut>), Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     load_event(&state, event_id).await?;
     let name = required_text("name", &req.name, 100)?;
     let bit = match req.bit {
@@ -233,7 +233,7 @@ pub async fn get(
     auth: Auth,
     Path((event_id, zone_id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<ZoneOut>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     let zone = store::zones::get(&state.db, event_id, zone_id)
         .await?
         .ok_or(Error::NotFound("zone"))?;
@@ -253,7 +253,7 @@ pub async fn update(
     Path((event_id, zone_id)): Path<(Uuid, Uuid)>,
     Json(req): Json<ZonePatch>,
 ) -> Result<Json<ZoneOut>, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let mut zone = store::zones::get(&state.db, event_id, zone_id)
         .await?
         .ok_or(Error::NotFound("zone"))?;
@@ -284,7 +284,7 @@ pub async fn delete(
     auth: Auth,
     Path((event_id, zone_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, Error> {
-    auth.require(Role::Admin)?;
+    auth.require_on(event_id, Role::Admin)?;
     let zone = store::zones::get(&state.db, event_id, zone_id)
         .await?
         .ok_or(Error::NotFound("zone"))?;

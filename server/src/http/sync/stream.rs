@@ -84,7 +84,7 @@ pub async fn event_stream(
     auth: Auth,
     Path(event_id): Path<Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
-    auth.require(Role::Viewer)?;
+    auth.require_on(event_id, Role::Viewer)?;
     crate::http::api::load_event(&state, event_id).await?;
     Ok(Sse::new(events_for(&state, event_id, |_| true))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

@@ -172,9 +172,23 @@ impl Console {
     fn user(&self) -> minijinja::Value {
         context! {
             email => self.0.auth.email.clone(),
-            role => self.0.auth.role.as_str(),
-            is_admin => self.0.auth.role >= Role::Admin,
-            is_staff => self.0.auth.role >= Role::Staff,
+            role => crate::service::users::role_name(self.0.auth.role),
+            is_admin => self.0.auth.role >= Some(Role::Admin),
+            is_staff => self.0.auth.highest() >= Some(Role::Staff),
+            csrf => self.0.csrf.clone(),
+        }
+    }
+
+    /// [`Console::user`] on an event's pages: what the user may do there is what their role
+    /// on that event allows (`event_admin` for the event's settings and gates).
+    fn user_on(&self, event_id: Uuid) -> minijinja::Value {
+        let a = &self.0.auth;
+        context! {
+            email => a.email.clone(),
+            role => crate::service::users::role_name(a.role_on(event_id)),
+            is_admin => a.role >= Some(Role::Admin),
+            is_staff => a.can_on(event_id, Role::Staff),
+            event_admin => a.can_on(event_id, Role::Admin),
             csrf => self.0.csrf.clone(),
         }
     }
@@ -329,8 +343,9 @@ fn password_context(s: &Session, error: Option<(String, String)>) -> minijinja::
     let (field, message) = error.unwrap_or_default();
     context! {
         title => "Change password",
-        user => context! { email => s.auth.email.clone(), role => s.auth.role.as_str(),
-            is_admin => s.auth.role >= Role::Admin, csrf => s.csrf.clone() },
+        user => context! { email => s.auth.email.clone(),
+            role => crate::service::users::role_name(s.auth.role),
+            is_admin => s.auth.role >= Some(Role::Admin), csrf => s.csrf.clone() },
         must_change => s.must_change_password,
         error_field => field,
         error => message,
@@ -448,7 +463,7 @@ async fn event_page(
     let event = load_event(&state, &c, event_id).await?;
     Ok(render(
         "event.html",
-        context! { title => "Event", user => c.user(), event, section => "event" },
+        context! { title => "Event", user => c.user_on(event_id), event, section => "event" },
     )?)
 }
 
@@ -483,7 +498,7 @@ async fn participants_page(
     .await?;
     Ok(render(
         "participants.html",
-        context! { title => "Participants", user => c.user(), event, section => "participants",
+        context! { title => "Participants", user => c.user_on(event_id), event, section => "participants",
         page => json(&page.0)?, q => search },
     )?)
 }
@@ -496,7 +511,7 @@ async fn import_page(
     let event = load_event(&state, &c, event_id).await?;
     Ok(render(
         "import.html",
-        context! { title => "Import participants", user => c.user(), event, section => "import" },
+        context! { title => "Import participants", user => c.user_on(event_id), event, section => "import" },
     )?)
 }
 
@@ -511,7 +526,7 @@ async fn gates_page(
     let gates = api::gates::list(State(state), c.auth(), Path(event_id)).await?;
     Ok(render(
         "gates.html",
-        context! { title => "Gates", user => c.user(), event, section => "gates",
+        context! { title => "Gates", user => c.user_on(event_id), event, section => "gates",
         gates => json(&gates.0)? },
     )?)
 }
@@ -544,7 +559,7 @@ async fn enrollment_submit(
     );
     let page = render(
         "enrollment.html",
-        context! { title => "Enrollment code", user => c.user(), event, section => "gates",
+        context! { title => "Enrollment code", user => c.user_on(event_id), event, section => "gates",
         gate, enrollment, qr },
     )?;
     // The code is shown once: never cached.
@@ -602,6 +617,6 @@ async fn dashboard_page(
     let event = load_event(&state, &c, event_id).await?;
     Ok(render(
         "dashboard.html",
-        context! { title => "Live dashboard", user => c.user(), event, section => "dashboard" },
+        context! { title => "Live dashboard", user => c.user_on(event_id), event, section => "dashboard" },
     )?)
 }

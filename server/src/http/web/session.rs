@@ -3,8 +3,9 @@
 //!
 //! The cookie is `usher_session=<user id>.<expiry>.<mac>`, where the MAC (HMAC-SHA256 under the
 //! server's session key) covers the id, the expiry and a *stamp* of the user's current state
-//! (password hash, role, disabled). Each request loads the user by id and recomputes the MAC:
-//! a disabled user, a changed role or a changed password ends every session at once, on every
+//! (password hash, role, disabled, session epoch). Each request loads the user by id and
+//! recomputes the MAC: a disabled user, a changed role on all events or on one event (the epoch
+//! moves with every grant) or a changed password ends every session at once, on every
 //! server process (nothing is kept in memory, so several processes share sessions through the
 //! database alone). The cookie is `HttpOnly; SameSite=Strict; Path=/`, and `Secure` when the
 //! request came over TLS (a proxy's `X-Forwarded-Proto: https`).
@@ -21,7 +22,7 @@ use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::auth::{Auth, Role};
+use crate::domain::auth::Auth;
 use crate::domain::crypto::MasterKey;
 use crate::domain::error::Error;
 use crate::service::AppState;
@@ -51,7 +52,8 @@ fn stamp(user: &store::users::SessionUser) -> Vec<u8> {
     h.update(user.password_hash.as_bytes());
     h.update([0]);
     h.update(user.role.as_bytes());
-    h.update([u8::from(user.disabled)]);
+    h.update([u8::from(user.disabled), u8::from(user.events_only)]);
+    h.update(user.session_epoch.to_be_bytes());
     h.finalize().to_vec()
 }
 
@@ -143,13 +145,9 @@ pub async fn verify(state: &AppState, cookie: &str) -> Result<Session, Error> {
     )?
     .verify_slice(&tag)
     .map_err(|_| LOST)?;
-    let role = Role::parse(&user.role).ok_or(LOST)?;
+    let auth = crate::service::users::auth_of(&state.db, &user).await?;
     Ok(Session {
-        auth: Auth {
-            user_id: user.id,
-            email: user.email,
-            role,
-        },
+        auth,
         csrf: csrf_token(&state.master, cookie)?,
         must_change_password: user.must_change_password,
     })
