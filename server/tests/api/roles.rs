@@ -421,6 +421,19 @@ async fn a_grant_change_ends_console_sessions(app: TestApp) {
         .await
         .expect("body");
     assert!(gates.contains("id=\"gate-create\""), "{gates}");
+    // The users page shows the grant with its event's name, and a way to take it away.
+    create_user(&app, "second-admin@example.org", "admin").await;
+    let (cookie, _) = sign_in(&app, "second-admin@example.org", PASSWORD).await;
+    let users = page(&cookie, &app.url("/users"))
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(users.contains("Event A: admin"), "{users}");
+    assert!(
+        users.contains(&format!("/api/v1/users/{}/events/{a}", staff.id)),
+        "{users}"
+    );
 }
 
 async fn an_event_s_api_key_holds_its_role_on_that_event_only(app: TestApp) {

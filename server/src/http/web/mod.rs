@@ -569,11 +569,27 @@ async fn enrollment_submit(
 // ------------------------------------------------------------------ users
 
 async fn users_page(State(state): State<AppState>, c: Console) -> Result<Html<String>, WebError> {
-    let users = api::auth::list_users(State(state), c.auth()).await?;
+    let users = api::auth::list_users(State(state.clone()), c.auth()).await?;
+    // Grants name their events.
+    let events = api::events::list(
+        State(state),
+        c.auth(),
+        Query(api::PageParams {
+            cursor: None,
+            limit: Some(1000),
+        }),
+    )
+    .await?;
+    let event_names: std::collections::BTreeMap<String, String> = events
+        .0
+        .items
+        .iter()
+        .map(|e| (e.id.to_string(), e.name.clone()))
+        .collect();
     Ok(render(
         "users.html",
         context! { title => "Users", user => c.user(), users => json(&users.0)?,
-        me => c.0.auth.user_id.to_string() },
+        me => c.0.auth.user_id.to_string(), event_names },
     )?)
 }
 
