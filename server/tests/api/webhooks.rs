@@ -595,8 +595,16 @@ async fn rotation_tests_validation_and_roles(app: TestApp) {
     assert!(verify(&old_secret, second));
     assert!(!verify("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", second));
 
-    // The deliveries list.
-    let list = deliveries(&app, &event, &id).await;
+    // The deliveries list. The receiver has the request before the server has recorded its
+    // answer: wait (bounded) until both are recorded.
+    let mut list = deliveries(&app, &event, &id).await;
+    for _ in 0..100 {
+        if list.len() == 2 && list.iter().all(|d| d["status"] == "delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        list = deliveries(&app, &event, &id).await;
+    }
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["webhook_id"], second.id.as_str(), "newest first");
     for d in &list {
