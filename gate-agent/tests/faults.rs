@@ -1059,10 +1059,12 @@ fn a_full_disk_records_nothing_says_so_and_scanning_resumes() {
     let disk = SmallDisk::mount(8 * 1024 * 1024);
     let (data_dir, mut env, how): (std::path::PathBuf, Vec<(&str, String)>, &str) = match &disk {
         Some(d) => {
-            for name in ["replica.db", "replica.db-wal", "replica.db-shm"] {
-                let from = f.dir.path().join(name);
-                if from.exists() {
-                    std::fs::copy(&from, d.path().join(name)).expect("copy the replica");
+            // The replica and everything beside it (its key file too).
+            for entry in std::fs::read_dir(f.dir.path()).expect("read the data dir") {
+                let entry = entry.expect("a data dir entry");
+                if entry.file_type().expect("file type").is_file() {
+                    std::fs::copy(entry.path(), d.path().join(entry.file_name()))
+                        .expect("copy the replica");
                 }
             }
             (
