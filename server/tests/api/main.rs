@@ -19,6 +19,7 @@ mod import;
 mod lifecycle;
 mod mail;
 mod participants;
+mod privacy;
 mod report;
 mod smtp_sink;
 mod sync;
