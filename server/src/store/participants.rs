@@ -240,9 +240,11 @@ pub async fn list(
 /// prepared statement once for every parameter value, and a catch-all condition makes that plan
 /// join and sort all of the event's participants for every page (half a second at 100,000)
 /// instead of walking the primary key in id order to the page's end. A text that is a short code
-/// is looked up by its code alone (an index probe). Words are looked up in `participant_terms`
-/// (an index range per word, in participant id order), the e-mail, phone and external id by
-/// their indexes: no row is decrypted to search.
+/// is looked up by its code alone (an index probe). A search is two statements whose pages are
+/// merged by id: the words through `participant_terms` (an index range per word, in participant
+/// id order) and the exact e-mail, phone and external id through their indexes. One statement
+/// with `words OR exact` makes both backends walk every participant of the event when the words
+/// match few. No row is decrypted to search.
 #[allow(clippy::too_many_arguments)]
 pub async fn list_of_type(
     db: &Db,
@@ -257,84 +259,138 @@ pub async fn list_of_type(
     let search = q
         .filter(|_| short_code.is_none())
         .map(|q| Search::new(keys, event_id, q));
-    let mut sql = String::from(select_participant!());
-    sql.push_str("WHERE p.event_id = $1 AND p.erased_at IS NULL");
-    let mut n = 1;
-    let mut next = || {
-        n += 1;
-        n
+    let all = Page {
+        event_id,
+        after,
+        condition: Condition::All,
+        short_code,
+        ticket_type,
+        limit,
     };
-    let after_at = after.map(|_| next());
-    if let Some(i) = after_at {
-        sql.push_str(&format!(" AND p.id > ${i}"));
+    let mut rows = match &search {
+        None => all.fetch(db).await?,
+        Some(s) => {
+            let exact = Page {
+                condition: Condition::Exact(s),
+                ..all
+            };
+            let mut rows = exact.fetch(db).await?;
+            if !s.terms.is_empty() {
+                let known: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+                let words = Page {
+                    condition: Condition::Words(&s.terms),
+                    ..all
+                };
+                let by_words = words.fetch(db).await?;
+                rows.extend(by_words.into_iter().filter(|r| !known.contains(&r.id)));
+                rows.sort_by_key(|r| r.id);
+                rows.truncate(usize::try_from(limit).unwrap_or(0));
+            }
+            rows
+        }
+    };
+    rows = rows
+        .into_iter()
+        .map(|r| r.open(keys))
+        .collect::<sqlx::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Which participants a [`Page`] selects.
+enum Condition<'a> {
+    All,
+    /// Every term (AND).
+    Words(&'a [Term]),
+    /// The exact e-mail, phone or external id.
+    Exact(&'a Search),
+}
+
+/// One page statement of [`list_of_type`].
+struct Page<'a> {
+    event_id: Uuid,
+    after: Option<Uuid>,
+    condition: Condition<'a>,
+    short_code: Option<i64>,
+    ticket_type: Option<&'a str>,
+    limit: i64,
+}
+
+/// A value bound to a [`Page`] statement.
+enum Bind<'a> {
+    Id(Uuid),
+    Bytes(&'a [u8]),
+    Text(&'a str),
+    Int(i64),
+}
+
+impl Page<'_> {
+    async fn fetch(&self, db: &Db) -> sqlx::Result<Vec<ParticipantRow>> {
+        let mut sql = String::from(select_participant!());
+        sql.push_str("WHERE p.event_id = $1 AND p.erased_at IS NULL");
+        let mut binds: Vec<Bind<'_>> = vec![Bind::Id(self.event_id)];
+        fn at<'b>(binds: &mut Vec<Bind<'b>>, b: Bind<'b>) -> String {
+            binds.push(b);
+            format!("${}", binds.len())
+        }
+        let after = self.after.map(|a| at(&mut binds, Bind::Id(a)));
+        if let Some(a) = &after {
+            sql.push_str(&format!(" AND p.id > {a}"));
+        }
+        match &self.condition {
+            Condition::All => {}
+            Condition::Words(terms) => {
+                // One index range per word, intersected: a join of the ranges lets SQLite
+                // choose to walk every participant instead.
+                let mut parts = Vec::with_capacity(terms.len());
+                for term in terms.iter() {
+                    let i = at(&mut binds, Bind::Bytes(term.as_slice()));
+                    let mut part = format!(
+                        "SELECT participant_id FROM participant_terms
+                         WHERE event_id = $1 AND term = {i}"
+                    );
+                    if let Some(a) = &after {
+                        part.push_str(&format!(" AND participant_id > {a}"));
+                    }
+                    parts.push(part);
+                }
+                sql.push_str(&format!(" AND p.id IN ({})", parts.join(" INTERSECT ")));
+            }
+            Condition::Exact(s) => {
+                let mut any = Vec::new();
+                if let Some(e) = &s.email_key {
+                    any.push(format!("p.email_key = {}", at(&mut binds, Bind::Text(e))));
+                }
+                if let Some(ph) = &s.phone_key {
+                    any.push(format!("p.phone_key = {}", at(&mut binds, Bind::Text(ph))));
+                }
+                let x = at(&mut binds, Bind::Text(&s.external_id));
+                any.push(format!("p.external_id = {x}"));
+                sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+            }
+        }
+        if let Some(code) = self.short_code {
+            let i = at(&mut binds, Bind::Int(code));
+            sql.push_str(&format!(" AND t.short_code = {i}"));
+        }
+        if let Some(t) = self.ticket_type {
+            let i = at(&mut binds, Bind::Text(t));
+            sql.push_str(&format!(" AND p.ticket_type = {i}"));
+        }
+        let i = at(&mut binds, Bind::Int(self.limit));
+        sql.push_str(&format!(" ORDER BY p.id LIMIT {i}"));
+        db_run!(db, p => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
+            for b in &binds {
+                query = match b {
+                    Bind::Id(v) => query.bind(*v),
+                    Bind::Bytes(v) => query.bind(*v),
+                    Bind::Text(v) => query.bind(*v),
+                    Bind::Int(v) => query.bind(*v),
+                };
+            }
+            query.fetch_all(p).await
+        })
     }
-    if let Some(s) = &search {
-        let mut any = Vec::new();
-        if !s.terms.is_empty() {
-            let mut sub =
-                String::from("p.id IN (SELECT t0.participant_id FROM participant_terms t0");
-            for k in 1..s.terms.len() {
-                sub.push_str(&format!(
-                    " JOIN participant_terms t{k} ON t{k}.event_id = t0.event_id
-                       AND t{k}.participant_id = t0.participant_id"
-                ));
-            }
-            sub.push_str(" WHERE t0.event_id = $1");
-            for k in 0..s.terms.len() {
-                let i = next();
-                sub.push_str(&format!(" AND t{k}.term = ${i}"));
-            }
-            if let Some(i) = after_at {
-                sub.push_str(&format!(" AND t0.participant_id > ${i}"));
-            }
-            sub.push(')');
-            any.push(sub);
-        }
-        if s.email_key.is_some() {
-            let i = next();
-            any.push(format!("p.email_key = ${i}"));
-        }
-        if s.phone_key.is_some() {
-            let i = next();
-            any.push(format!("p.phone_key = ${i}"));
-        }
-        let i = next();
-        any.push(format!("p.external_id = ${i}"));
-        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
-    }
-    if short_code.is_some() {
-        sql.push_str(&format!(" AND t.short_code = ${}", next()));
-    }
-    if ticket_type.is_some() {
-        sql.push_str(&format!(" AND p.ticket_type = ${}", next()));
-    }
-    sql.push_str(&format!(" ORDER BY p.id LIMIT ${}", next()));
-    let rows: Vec<ParticipantRow> = db_run!(db, p => {
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(event_id);
-        if let Some(a) = after {
-            query = query.bind(a);
-        }
-        if let Some(s) = &search {
-            for term in &s.terms {
-                query = query.bind(term.as_slice());
-            }
-            if let Some(e) = &s.email_key {
-                query = query.bind(e.as_str());
-            }
-            if let Some(ph) = &s.phone_key {
-                query = query.bind(ph.as_str());
-            }
-            query = query.bind(s.external_id.as_str());
-        }
-        if let Some(code) = short_code {
-            query = query.bind(code);
-        }
-        if let Some(t) = ticket_type {
-            query = query.bind(t);
-        }
-        query.bind(limit).fetch_all(p).await?
-    });
-    rows.into_iter().map(|r| r.open(keys)).collect()
 }
 
 /// Does the event have any (non-erased) participant?

@@ -463,3 +463,136 @@ async fn database_and_key_files_are_created_0600() {
         assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
     }
 }
+
+/// Search times at 100,000 participants, printed (run with `--ignored --nocapture`): the store
+/// call behind `GET …/participants?q=`, the median of 20 runs per query.
+async fn measure_search_at_100k(app: TestApp) {
+    use server::store::participants::{NewParticipant, ParticipantFields, list_of_type};
+    let event = app.create_event("Big").await;
+    let ev = uuid::Uuid::parse_str(event["id"].as_str().unwrap()).unwrap();
+    let keys = app.master.personal();
+    let first = [
+        "Alice", "Bruno", "Chen", "Dagny", "Emeka", "Fatima", "Goran", "Hana", "Ivan", "Jun",
+        "Kofi", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Yuki",
+    ];
+    let last = [
+        "Martin", "Okafor", "Svensson", "Tanaka", "Novak", "Haddad", "Kowalski", "Silva", "Nguyen",
+        "Schmidt", "Rossi", "Dubois", "Kim", "Larsen", "Moreau", "Ivanova", "Costa",
+    ];
+    let orgs = [
+        "Acme",
+        "Globex",
+        "Initech",
+        "Umbrella",
+        "Hooli",
+        "Stark Industries",
+        "Wayne",
+    ];
+    let started = std::time::Instant::now();
+    let mut tx = app.db.begin().await.unwrap();
+    for chunk in (0..100_000u32).collect::<Vec<_>>().chunks(10_000) {
+        let rows: Vec<NewParticipant> = chunk
+            .iter()
+            .map(|&i| NewParticipant {
+                id: uuid::Uuid::now_v7(),
+                fields: ParticipantFields {
+                    external_id: Some(format!("X-{i}")),
+                    name: format!(
+                        "{} {}{}",
+                        first[i as usize % first.len()],
+                        last[(i as usize / first.len()) % last.len()],
+                        if i % 10 == 0 {
+                            format!(" {i}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    email: Some(format!("person{i}@example.org")),
+                    phone: Some(format!("+46 70 {i:07}")),
+                    organization: Some(orgs[i as usize % orgs.len()].to_owned()),
+                    attention: None,
+                    ticket_type: None,
+                    metadata: "{}".to_owned(),
+                },
+                ticket_serial: None,
+            })
+            .collect();
+        server::store::participants::insert_many(&mut tx, keys, ev, 1, &rows)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    server::store::refresh_statistics(&app.db).await.unwrap();
+    println!(
+        "{:?}: 100,000 participants written in {:?}",
+        app.backend(),
+        started.elapsed()
+    );
+    for q in [
+        "alice",
+        "al",
+        "alice martin",
+        "sv sv",
+        "umbrella",
+        "person777@example.org",
+        "+46 70 0000777",
+        "X-777",
+        "nobody",
+    ] {
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            found = list_of_type(&app.db, keys, ev, None, Some(q), None, None, 50)
+                .await
+                .unwrap()
+                .len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "{:?}: q={q:?}: {found} on the first page, median {:?}, max {:?}",
+            app.backend(),
+            times[10],
+            times[19]
+        );
+    }
+    // Every page of a broad word.
+    let mut after = None;
+    let t = std::time::Instant::now();
+    let mut pages = 0;
+    loop {
+        let rows = list_of_type(&app.db, keys, ev, after, Some("sv"), None, None, 100)
+            .await
+            .unwrap();
+        pages += 1;
+        match rows.last() {
+            Some(r) if rows.len() == 100 => after = Some(r.id),
+            _ => break,
+        }
+    }
+    println!(
+        "{:?}: q=\"sv\": {pages} pages of 100 walked in {:?}",
+        app.backend(),
+        t.elapsed()
+    );
+}
+
+mod measure_search_at_100k {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn sqlite() {
+        super::measure_search_at_100k(
+            crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await,
+        )
+        .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    async fn postgres() {
+        super::measure_search_at_100k(
+            crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await,
+        )
+        .await;
+    }
+}
