@@ -10,6 +10,7 @@ backend_tests!(
     the_database_holds_no_readable_personal_data,
     search_finds_people_by_name_prefix_words_email_and_phone,
     a_persons_data_export_has_their_record_tickets_checkins_and_mail,
+    plain_rows_of_an_upgraded_database_are_sealed_and_keys_can_be_rotated,
 );
 
 /// Distinctive values that appear nowhere but in these participants.
@@ -595,4 +596,113 @@ mod measure_search_at_100k {
         )
         .await;
     }
+}
+
+/// A row stored plain (as before encryption) is sealed and indexed by the start-up backfill;
+/// `reseal` moves every row to new keys.
+async fn plain_rows_of_an_upgraded_database_are_sealed_and_keys_can_be_rotated(app: TestApp) {
+    use server::store::{participants, personal};
+    let event = app.create_event("Upgrade").await;
+    let ev = event["id"].as_str().unwrap();
+    let p = app
+        .create_participant(
+            ev,
+            json!({"name": "Legacy Plainrow", "email": "legacy@plain.example", "phone": "+46 8 765 432",
+                   "organization": "Oldco", "metadata": {"k": "v"}}),
+        )
+        .await;
+    let id = uuid::Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
+    let event_id = uuid::Uuid::parse_str(ev).unwrap();
+    const PLAIN: &str = "UPDATE participants SET name = 'Legacy Plainrow',
+             email = 'legacy@plain.example', email_key = 'legacy@plain.example',
+             phone = '+46 8 765 432', phone_key = NULL, organization = 'Oldco',
+             metadata = '{\"k\":\"v\"}', pd_version = NULL WHERE id = $1";
+    const TERMS: &str = "DELETE FROM participant_terms WHERE participant_id = $1";
+    const RAW: &str = "SELECT name FROM participants WHERE id = $1";
+    let make_plain = |db: server::Db| async move {
+        match &db {
+            server::Db::Postgres(p) => {
+                sqlx::query(PLAIN).bind(id).execute(p).await.unwrap();
+                sqlx::query(TERMS).bind(id).execute(p).await.unwrap();
+            }
+            server::Db::Sqlite(p) => {
+                sqlx::query(PLAIN).bind(id).execute(p).await.unwrap();
+                sqlx::query(TERMS).bind(id).execute(p).await.unwrap();
+            }
+        }
+    };
+    make_plain(app.db.clone()).await;
+    let stored = |db: server::Db| async move {
+        let name: Option<String> = match &db {
+            server::Db::Postgres(p) => sqlx::query_scalar(RAW).bind(id).fetch_one(p).await.unwrap(),
+            server::Db::Sqlite(p) => sqlx::query_scalar(RAW).bind(id).fetch_one(p).await.unwrap(),
+        };
+        name.unwrap()
+    };
+    assert_eq!(stored(app.db.clone()).await, "Legacy Plainrow");
+    // Readable as it is before the backfill; not yet searchable by its words.
+    assert!(search(&app, ev, "legacy").await.is_empty());
+
+    let keys = app.master.personal();
+    assert_eq!(personal::backfill(&app.db, keys).await.unwrap(), 1);
+    assert_eq!(
+        personal::backfill(&app.db, keys).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    assert_ne!(stored(app.db.clone()).await, "Legacy Plainrow");
+    assert_eq!(search(&app, ev, "leg plain").await, ["Legacy Plainrow"]);
+    assert_eq!(
+        search(&app, ev, "LEGACY@plain.example").await,
+        ["Legacy Plainrow"]
+    );
+    assert_eq!(search(&app, ev, "+468765432").await, ["Legacy Plainrow"]);
+    let got = app
+        .get(
+            Some(&app.viewer),
+            &format!("/api/v1/events/{ev}/participants/{id}"),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(
+        (got["email"].as_str(), &got["metadata"]),
+        (Some("legacy@plain.example"), &json!({"k": "v"}))
+    );
+
+    // Rotation: everything moves to the new keys; the old ones no longer open the rows.
+    let new = server::domain::crypto::MasterKey::from_bytes([0x5a; 32]);
+    let moved = personal::reseal(&app.db, keys, new.personal())
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(
+        personal::reseal(&app.db, keys, new.personal())
+            .await
+            .unwrap(),
+        0,
+        "resumable"
+    );
+    let row = participants::get(&app.db, new.personal(), event_id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.email.as_deref(), Some("legacy@plain.example"));
+    assert!(
+        participants::get(&app.db, keys, event_id, id)
+            .await
+            .is_err()
+    );
+    let found = participants::list(
+        &app.db,
+        new.personal(),
+        event_id,
+        None,
+        Some("oldco"),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1);
 }
