@@ -72,6 +72,14 @@ pub async fn build(settings: Settings) -> anyhow::Result<App> {
     let master = domain::crypto::MasterKey::load(&settings)?;
     let db = Db::connect(&settings).await?;
     service::users::check_master_key(&db, &master).await?;
+    // Rows written before personal data was encrypted: sealed once, in batches (idempotent).
+    let sealed = store::personal::backfill(&db, master.personal()).await?;
+    if sealed > 0 {
+        tracing::info!(
+            participants = sealed,
+            "encrypted the personal data of existing participants"
+        );
+    }
     let initial_admin_password =
         service::users::bootstrap_admin(&db, &settings.admin_email).await?;
     if let Some(password) = &initial_admin_password {

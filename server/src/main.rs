@@ -360,6 +360,14 @@ async fn open_state(settings: &Settings) -> anyhow::Result<server::service::AppS
     let master = server::domain::crypto::MasterKey::load(settings)?;
     let db = server::Db::connect(settings).await?;
     server::service::users::check_master_key(&db, &master).await?;
+    // Rows written before personal data was encrypted: sealed once, in batches (idempotent).
+    let sealed = server::store::personal::backfill(&db, master.personal()).await?;
+    if sealed > 0 {
+        tracing::info!(
+            participants = sealed,
+            "encrypted the personal data of existing participants"
+        );
+    }
     Ok(server::service::AppState::new(
         db,
         master,
@@ -529,13 +537,15 @@ async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     };
     let columns = exports::columns_of(args.columns.as_deref(), known)
         .map_err(|e| cli_error(e, args.event))?;
+    let master = server::domain::crypto::MasterKey::load(settings)?;
     let db = server::Db::connect(settings).await?;
+    server::service::users::check_master_key(&db, &master).await?;
     let rows = async {
         server::store::events::require(&db, args.event).await?;
         if args.checkins {
             exports::checkin_rows(&db, args.event).await
         } else {
-            exports::participant_rows(&db, args.event).await
+            exports::participant_rows(&db, master.personal(), args.event).await
         }
     }
     .await;

@@ -6,17 +6,24 @@
 //! master key agree on every derived key:
 //! - the sealing key: ChaCha20-Poly1305 for event signing keys, BLE secrets and mesh keys
 //!   (random 96-bit nonce per message, AAD binding the ciphertext to its row);
-//! - the session key: HS256 for the organizer API's bearer tokens ([`crate::domain::jwt`]).
+//! - the session key: HS256 for the organizer API's bearer tokens ([`crate::domain::jwt`]);
+//! - the personal-data keys ([`PersonalKeys`]): AES-256-GCM for participants' names, e-mails,
+//!   phones, organisations, attention notes and metadata, and HMAC-SHA256 for the blind indexes
+//!   that let the server find a participant by e-mail, phone or name words without storing them
+//!   readable. Both carry a key version (see `docs/personal-data.md` for rotation).
 
 use std::io::Write;
 use std::path::Path;
 
+use aes_gcm::Aes256Gcm;
 use anyhow::{Context, bail};
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::settings::Settings;
 
@@ -51,6 +58,7 @@ pub struct MasterKey {
     session: [u8; 32],
     check: [u8; 32],
     wallet_link: [u8; 32],
+    personal: PersonalKeys,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -94,7 +102,13 @@ impl MasterKey {
             session: derive(&master, b"usher-session-jwt-v1"),
             check: derive(&master, b"usher-key-check-v1"),
             wallet_link: derive(&master, b"usher-wallet-link-v1"),
+            personal: PersonalKeys::derive(&master, PERSONAL_KEY_VERSION),
         }
+    }
+
+    /// The keys of participants' personal data.
+    pub fn personal(&self) -> &PersonalKeys {
+        &self.personal
     }
 
     /// From `USHER_MASTER_KEY`, else `<data dir>/master.key`, created (0600) on first start.
@@ -214,6 +228,117 @@ impl MasterKey {
     }
 }
 
+/// The version of the personal-data keys this build derives: the first byte of every sealed
+/// field. A rotation that changes how the keys are derived bumps it, so a value sealed under an
+/// older derivation is recognised (and refused with a clear message) rather than misread.
+pub const PERSONAL_KEY_VERSION: u8 = 1;
+
+/// Length of a blind index (truncated HMAC-SHA256): 128 bits make accidental collisions between
+/// two different values of one event negligible while keeping the index small.
+pub const BLIND_LEN: usize = 16;
+
+/// AES-256-GCM for personal fields and the HMAC key of their blind indexes, both derived from
+/// the master key under their own label and version.
+#[derive(Clone)]
+pub struct PersonalKeys {
+    version: u8,
+    field: Aes256Gcm,
+    index: [u8; 32],
+}
+
+impl PersonalKeys {
+    fn derive(master: &[u8; 32], version: u8) -> Self {
+        let field_key = derive(
+            master,
+            format!("usher-personal-field-v{version}").as_bytes(),
+        );
+        let index = derive(
+            master,
+            format!("usher-personal-index-v{version}").as_bytes(),
+        );
+        Self {
+            version,
+            field: Aes256Gcm::new(&field_key.into()),
+            index,
+        }
+    }
+
+    /// The key version sealed values of these keys start with.
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// Encrypts a text field bound to `aad` (the row and column it belongs to). Output:
+    /// URL-safe base64 (no padding) of version ‖ 96-bit random nonce ‖ ciphertext ‖ tag, so
+    /// the value fits the text columns of both backends.
+    pub fn seal_field(&self, aad: &[u8], plaintext: &str) -> anyhow::Result<String> {
+        let nonce_bytes = random_bytes::<NONCE_LEN>()?;
+        let ct = self
+            .field
+            .encrypt(
+                &nonce_bytes.into(),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad,
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(self.version);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&ct);
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Decrypts what [`seal_field`](Self::seal_field) produced for the same `aad`.
+    pub fn open_field(&self, aad: &[u8], sealed: &str) -> anyhow::Result<String> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| anyhow::anyhow!("a sealed personal field is not base64"))?;
+        let Some((&version, rest)) = bytes.split_first() else {
+            bail!("a sealed personal field is empty");
+        };
+        if version != self.version {
+            bail!(
+                "a personal field is sealed under key version {version}, this server derives \
+                 version {}: finish the key rotation (see docs/personal-data.md)",
+                self.version
+            );
+        }
+        if rest.len() < NONCE_LEN {
+            bail!("a sealed personal field is truncated");
+        }
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let mut nonce_bytes = [0u8; NONCE_LEN];
+        nonce_bytes.copy_from_slice(nonce);
+        let plain = self
+            .field
+            .decrypt(&nonce_bytes.into(), Payload { msg: ct, aad })
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot decrypt a participant's personal data: the master key differs from \
+                     the one that sealed it, or the value was moved to another row"
+                )
+            })?;
+        String::from_utf8(plain).context("a sealed personal field is not UTF-8")
+    }
+
+    /// The blind index of `value` in `domain` (what kind of value: e-mail, phone, word), scoped
+    /// to one event so the same person is not linkable across events by their index.
+    pub fn blind(&self, domain: &[u8], event_id: Uuid, value: &str) -> [u8; BLIND_LEN] {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.index)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(domain);
+        mac.update(&[0]);
+        mac.update(event_id.as_bytes());
+        mac.update(value.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut out = [0u8; BLIND_LEN];
+        out.copy_from_slice(&tag[..BLIND_LEN]);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +354,69 @@ mod tests {
         assert!(key.open(b"event-1", &sealed[..5]).is_err());
         // A fresh nonce each time.
         assert_ne!(key.seal(b"a", b"x").unwrap(), key.seal(b"a", b"x").unwrap());
+    }
+
+    #[test]
+    fn personal_fields_round_trip_bound_to_their_row_and_version() {
+        let key = MasterKey::from_bytes([7; 32]);
+        let p = key.personal();
+        let sealed = p.seal_field(b"row-1/email", "ada@example.org").unwrap();
+        assert!(!sealed.contains("ada"));
+        assert_eq!(
+            p.open_field(b"row-1/email", &sealed).unwrap(),
+            "ada@example.org"
+        );
+        // Another row or column, another master key, a damaged value: refused.
+        assert!(p.open_field(b"row-2/email", &sealed).is_err());
+        assert!(p.open_field(b"row-1/phone", &sealed).is_err());
+        let other = MasterKey::from_bytes([8; 32]);
+        assert!(
+            other
+                .personal()
+                .open_field(b"row-1/email", &sealed)
+                .is_err()
+        );
+        assert!(p.open_field(b"row-1/email", &sealed[..10]).is_err());
+        // The first byte is the key version; another version is named in the error.
+        let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&sealed)
+            .unwrap();
+        assert_eq!(raw[0], PERSONAL_KEY_VERSION);
+        raw[0] = 9;
+        let bumped = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let err = p
+            .open_field(b"row-1/email", &bumped)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 9"), "{err}");
+        assert_ne!(
+            p.seal_field(b"a", "x").unwrap(),
+            p.seal_field(b"a", "x").unwrap()
+        );
+    }
+
+    #[test]
+    fn blind_indexes_are_keyed_scoped_and_stable() {
+        let key = MasterKey::from_bytes([7; 32]);
+        let (e1, e2) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let p = key.personal();
+        assert_eq!(
+            p.blind(b"email", e1, "a@b.c"),
+            p.blind(b"email", e1, "a@b.c")
+        );
+        assert_ne!(
+            p.blind(b"email", e1, "a@b.c"),
+            p.blind(b"email", e2, "a@b.c")
+        );
+        assert_ne!(
+            p.blind(b"email", e1, "a@b.c"),
+            p.blind(b"phone", e1, "a@b.c")
+        );
+        let other = MasterKey::from_bytes([8; 32]);
+        assert_ne!(
+            p.blind(b"email", e1, "a@b.c"),
+            other.personal().blind(b"email", e1, "a@b.c")
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(api::participants::erase),
         )
         .route(
+            "/events/{event}/participants/{id}/export",
+            get(api::participants::export_personal_data),
+        )
+        .route(
             "/events/{event}/participants/{id}/ticket",
             post(api::participants::issue_ticket),
         )
@@ -264,7 +268,7 @@ impl utoipa::Modify for BearerAuth {
         api::auth::login, api::auth::me, api::auth::list_users, api::auth::create_user,
         api::events::list, api::events::create, api::events::get, api::events::update, api::events::delete, api::events::keys,
         api::participants::list, api::participants::create, api::participants::get, api::participants::update,
-        api::participants::erase, api::participants::issue_ticket, api::participants::revoke_ticket,
+        api::participants::erase, api::participants::export_personal_data, api::participants::issue_ticket, api::participants::revoke_ticket,
         api::participants::ticket_png, api::participants::ticket_svg,
         api::ticket_docs::pdf, api::ticket_docs::event_pdf, api::ticket_docs::pkpass, api::ticket_docs::google, api::ticket_docs::apple_link,
         api::import::import,

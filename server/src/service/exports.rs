@@ -128,12 +128,16 @@ pub fn json_object(mut row: Map<String, Value>, columns: &[&str]) -> Value {
 
 /// One row per participant with their check-in facts: first entry and last exit (times),
 /// entries, exits, whether inside, and the gates that admitted them.
-pub async fn participant_rows(db: &Db, event_id: Uuid) -> Result<Vec<Map<String, Value>>, Error> {
+pub async fn participant_rows(
+    db: &Db,
+    keys: &crate::domain::crypto::PersonalKeys,
+    event_id: Uuid,
+) -> Result<Vec<Map<String, Value>>, Error> {
     let mut gates: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     for (serial, gate) in store::exports::admitting_gates(db, event_id).await? {
         gates.entry(serial).or_default().push(Value::String(gate));
     }
-    let rows: Vec<Map<String, Value>> = store::exports::participants(db, event_id)
+    let rows: Vec<Map<String, Value>> = store::exports::participants(db, keys, event_id)
         .await?
         .into_iter()
         .map(|p| {

@@ -151,6 +151,7 @@ where
         event: &event,
         settings: crate::domain::event::EventSettings::parse(&event.settings)?,
         keys: &keys,
+        personal: state.master.personal(),
         event_id,
         write: !options.dry_run,
         issue_tickets,
@@ -315,6 +316,8 @@ struct Writer<'a> {
     /// The event's settings: which zones a ticket type's new tickets open.
     settings: crate::domain::event::EventSettings,
     keys: &'a EventKeys,
+    /// Seals the participants' personal data.
+    personal: &'a crate::domain::crypto::PersonalKeys,
     event_id: Uuid,
     write: bool,
     issue_tickets: bool,
@@ -466,7 +469,8 @@ impl Writer<'_> {
         let participants = std::mem::take(&mut self.pending_participants);
         let mut tickets = std::mem::take(&mut self.pending_tickets);
         let tx = uow.tx();
-        store::participants::insert_many(tx, self.event_id, self.now, &participants).await?;
+        store::participants::insert_many(tx, self.personal, self.event_id, self.now, &participants)
+            .await?;
         issuing::insert_with_retry(tx, self.event_id, &mut tickets).await?;
         self.tickets += tickets.len() as u64;
         let shop = std::mem::take(&mut self.pending_shop);
@@ -615,7 +619,14 @@ impl Writer<'_> {
         let mut touched: HashMap<Uuid, u64> = HashMap::new();
         let mut newly_touched: Vec<(String, i64)> = Vec::new();
         let mut found = if self.lookups {
-            store::participants::find_by_keys(tx, self.event_id, &external_ids, &email_keys).await?
+            store::participants::find_by_keys(
+                tx,
+                self.personal,
+                self.event_id,
+                &external_ids,
+                &email_keys,
+            )
+            .await?
         } else {
             Vec::new()
         };
@@ -793,7 +804,8 @@ impl Writer<'_> {
             .map(|(id, line)| (CREATED, id.as_str(), *line))
             .collect();
         store::scratch::remember(tx, &remember).await?;
-        store::participants::update_many(tx, self.event_id, self.now, &updates).await?;
+        store::participants::update_many(tx, self.personal, self.event_id, self.now, &updates)
+            .await?;
         if self.hook_updated && !updates.is_empty() {
             let serials: HashMap<Uuid, Option<i64>> =
                 found.iter().map(|m| (m.id, m.ticket_serial)).collect();

@@ -380,10 +380,15 @@ async fn build_message(
     if c.kind == "alert" {
         return alert_message(config, c);
     }
-    let p = store::participants::get(&state.db, c.event_id, c.participant_id)
-        .await
-        .map_err(|e| internal(&e))?
-        .ok_or_else(|| Failure::permanent("the participant was erased"))?;
+    let p = store::participants::get(
+        &state.db,
+        state.master.personal(),
+        c.event_id,
+        c.participant_id,
+    )
+    .await
+    .map_err(|e| internal(&e))?
+    .ok_or_else(|| Failure::permanent("the participant was erased"))?;
     let ticket = p
         .ticket()
         .filter(|t| t.serial == c.ticket_serial && t.status == TicketStatus::Valid.as_str())

@@ -128,9 +128,13 @@ pub struct ParticipantLine {
 }
 
 /// The report of an event as the database holds it now.
-pub async fn event_report(db: &Db, event_id: Uuid) -> Result<Report, Error> {
+pub async fn event_report(
+    db: &Db,
+    keys: &crate::domain::crypto::PersonalKeys,
+    event_id: Uuid,
+) -> Result<Report, Error> {
     let event = store::events::require(db, event_id).await?;
-    let input = store::reports::report_input(db, event_id).await?;
+    let input = store::reports::report_input(db, keys, event_id).await?;
     Ok(assemble(
         event.id,
         event.name,

@@ -59,6 +59,9 @@ pub async fn purge_due(db: &Db, now: i64) -> Result<Vec<Purged>, Error> {
             participants: erased.participants,
         });
     }
+    if !purged.is_empty() {
+        db.scrub_erased().await;
+    }
     Ok(purged)
 }
 

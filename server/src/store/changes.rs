@@ -21,6 +21,7 @@ use sync_protocol::wire::{Change, ChangeData};
 use uuid::Uuid;
 
 use super::{Db, Tx, db_run, tx_run};
+use crate::domain::crypto::PersonalKeys;
 
 /// Kind name and entity key of a change (the primary key within an event).
 pub fn entity_of(data: &ChangeData) -> (&'static str, String) {
@@ -34,9 +35,18 @@ pub fn entity_of(data: &ChangeData) -> (&'static str, String) {
     }
 }
 
+/// The stored payload. A ticket's holder (display name, attention note, organisation) is not
+/// stored: it is personal data, kept sealed in the participant's row alone, and put back from
+/// there when the change is read ([`page`], [`list_after`]).
 fn payload_json(data: &ChangeData) -> Result<String, serde_json::Error> {
     match data {
-        ChangeData::Ticket(t) => serde_json::to_string(t),
+        ChangeData::Ticket(t) => {
+            let mut t = t.clone();
+            t.display_name = None;
+            t.attention = None;
+            t.organization = None;
+            serde_json::to_string(&t)
+        }
         ChangeData::Revocation(r) => serde_json::to_string(r),
         ChangeData::SigningKey(k) => serde_json::to_string(k),
         ChangeData::GateConfig(g) => serde_json::to_string(g),
@@ -413,24 +423,17 @@ async fn copy_chunk(
     }
 }
 
-#[derive(Debug, FromRow)]
-struct ChangeRow {
-    change_seq: i64,
-    kind: String,
-    deleted: bool,
-    data: String,
-}
-
 /// Changes of an event with `change_seq > after`, oldest first (what `GET /sync/v1/changes`
 /// serves).
 pub async fn list_after(
     db: &Db,
+    keys: &PersonalKeys,
     event_id: Uuid,
     after: u64,
     limit: u32,
 ) -> anyhow::Result<Vec<Change>> {
     let after = i64::try_from(after)?;
-    let rows: Vec<ChangeRow> = db_run!(db, p => {
+    let mut rows: Vec<RawChange> = db_run!(db, p => {
         sqlx::query_as(
             "SELECT change_seq, kind, deleted, data FROM changes
              WHERE event_id = $1 AND change_seq > $2 ORDER BY change_seq LIMIT $3",
@@ -441,6 +444,7 @@ pub async fn list_after(
         .fetch_all(p)
         .await?
     });
+    with_holders(db, keys, event_id, &mut rows).await?;
     rows.into_iter()
         .map(|r| {
             let data: serde_json::Value = serde_json::from_str(&r.data)?;
@@ -503,12 +507,13 @@ pub struct RawChange {
 /// Up to `limit + 1` changes of the event after `after` (the extra one says there are more).
 pub async fn page(
     db: &Db,
+    keys: &PersonalKeys,
     event_id: Uuid,
     after: u64,
     limit: u32,
 ) -> anyhow::Result<Vec<RawChange>> {
     let after = i64::try_from(after)?;
-    Ok(db_run!(db, p => {
+    let mut rows: Vec<RawChange> = db_run!(db, p => {
         sqlx::query_as(
             "SELECT change_seq, kind, deleted, data FROM changes
              WHERE event_id = $1 AND change_seq > $2 ORDER BY change_seq LIMIT $3",
@@ -518,5 +523,87 @@ pub async fn page(
         .bind(i64::from(limit) + 1)
         .fetch_all(p)
         .await?
-    }))
+    });
+    with_holders(db, keys, event_id, &mut rows).await?;
+    Ok(rows)
+}
+
+#[derive(FromRow)]
+struct HolderRow {
+    serial: i64,
+    id: Uuid,
+    name: Option<String>,
+    attention: Option<String>,
+    organization: Option<String>,
+    pd_version: Option<i64>,
+}
+
+/// Puts each ticket change's holder (as the participant's row has it now, decrypted) back
+/// into its payload.
+async fn with_holders(
+    db: &Db,
+    keys: &PersonalKeys,
+    event_id: Uuid,
+    rows: &mut [RawChange],
+) -> anyhow::Result<()> {
+    let serials: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.kind == "ticket" && !r.deleted)
+        .filter_map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.data).ok()?;
+            v.get("serial")?.as_i64()
+        })
+        .collect();
+    if serials.is_empty() {
+        return Ok(());
+    }
+    const SELECT: &str = "SELECT t.serial, p.id, p.name, p.attention, p.organization, p.pd_version
+         FROM tickets t
+         JOIN participants p ON p.event_id = t.event_id AND p.id = t.participant_id";
+    let holders: Vec<HolderRow> =
+        match db {
+            Db::Postgres(p) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{SELECT} WHERE t.event_id = $1 AND t.serial = ANY($2)"
+                )))
+                .bind(event_id)
+                .bind(&serials)
+                .fetch_all(p)
+                .await?
+            }
+            Db::Sqlite(p) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE t.event_id = $1 AND t.serial IN (SELECT value FROM json_each($2))"
+            )))
+            .bind(event_id)
+            .bind(serde_json::to_string(&serials)?)
+            .fetch_all(p)
+            .await?,
+        };
+    let mut by_serial: HashMap<i64, HolderRow> = HashMap::with_capacity(holders.len());
+    for h in holders {
+        by_serial.insert(h.serial, h);
+    }
+    for r in rows.iter_mut().filter(|r| r.kind == "ticket" && !r.deleted) {
+        let mut v: serde_json::Value = serde_json::from_str(&r.data)?;
+        let Some(h) = v
+            .get("serial")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|s| by_serial.get(&s))
+        else {
+            continue;
+        };
+        let o = |column: &str, value: &Option<String>| {
+            super::personal::open(keys, h.id, h.pd_version, column, value.clone())
+        };
+        if let Some(m) = v.as_object_mut() {
+            m.insert("display_name".into(), o("name", &h.name)?.into());
+            m.insert("attention".into(), o("attention", &h.attention)?.into());
+            m.insert(
+                "organization".into(),
+                o("organization", &h.organization)?.into(),
+            );
+        }
+        r.data = serde_json::to_string(&v)?;
+    }
+    Ok(())
 }

@@ -152,6 +152,7 @@ pub async fn delete(tx: &mut Tx, id: Uuid) -> sqlx::Result<u64> {
         sqlx::query("DELETE FROM presence WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM checkins WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM tickets WHERE event_id = $1").bind(id).execute(&mut *c).await?;
+        sqlx::query("DELETE FROM participant_terms WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM participants WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         Ok(sqlx::query("DELETE FROM events WHERE id = $1")
             .bind(id)

@@ -5,6 +5,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{Db, db_run};
+use crate::domain::crypto::PersonalKeys;
 
 /// A participant with the facts of their check-ins (erased participants have no personal data).
 #[derive(Debug, Clone, FromRow)]
@@ -25,6 +26,7 @@ pub struct ParticipantFacts {
     pub first_entry: Option<i64>,
     /// Unix ms of the last effective exit.
     pub last_exit: Option<i64>,
+    pub pd_version: Option<i64>,
 }
 
 /// An effective admission: admitted, valid, not a test, not an undo, not undone.
@@ -34,11 +36,16 @@ const EFFECTIVE: &str = "c.decision = 'admit' AND c.invalid IS NULL AND c.undoes
                     WHERE u.event_id = c.event_id AND u.ticket_serial = c.ticket_serial
                       AND u.undoes = c.id)";
 
-pub async fn participants(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<ParticipantFacts>> {
-    Ok(db_run!(db, p => {
+/// Every participant of the event with their facts, personal data decrypted.
+pub async fn participants(
+    db: &Db,
+    keys: &PersonalKeys,
+    event_id: Uuid,
+) -> anyhow::Result<Vec<ParticipantFacts>> {
+    let rows: Vec<ParticipantFacts> = db_run!(db, p => {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT p.id, p.external_id, p.name, p.email, p.phone, p.organization, p.ticket_type,
-                    p.ticket_serial, t.status AS ticket_status, pr.inside,
+                    p.ticket_serial, t.status AS ticket_status, pr.inside, p.pd_version,
                     CAST(pr.entries AS BIGINT) AS entries, CAST(pr.exits AS BIGINT) AS exits,
                     (SELECT min(c.scanned_at) FROM checkins c
                      WHERE c.event_id = p.event_id AND c.ticket_serial = p.ticket_serial
@@ -54,7 +61,20 @@ pub async fn participants(db: &Db, event_id: Uuid) -> sqlx::Result<Vec<Participa
         .bind(event_id)
         .fetch_all(p)
         .await?
-    }))
+    });
+    rows.into_iter()
+        .map(|mut r| {
+            let (id, v) = (r.id, r.pd_version);
+            let o = |column: &str, value: Option<String>| {
+                super::personal::open(keys, id, v, column, value)
+            };
+            r.name = o("name", r.name.take())?;
+            r.email = o("email", r.email.take())?;
+            r.phone = o("phone", r.phone.take())?;
+            r.organization = o("organization", r.organization.take())?;
+            Ok(r)
+        })
+        .collect()
 }
 
 /// (ticket serial, gate name) of every gate that admitted a ticket of the event.

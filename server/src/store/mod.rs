@@ -37,11 +37,13 @@ pub mod mail;
 pub mod meta;
 pub mod nodelay;
 pub mod participants;
+pub mod personal;
 pub mod pgcopy;
 pub mod redeem;
 pub mod reports;
 pub mod retention;
 pub mod scratch;
+pub mod subject;
 pub mod tickets;
 pub mod users;
 pub mod webhooks;
@@ -217,9 +219,16 @@ impl Db {
         options: SqliteConnectOptions,
         settings: &Settings,
     ) -> anyhow::Result<Self> {
+        let path = options.get_filename().to_owned();
+        if path.as_os_str() != ":memory:" && !path.as_os_str().is_empty() {
+            private_file(&path)?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // Deleted content (an erased participant, a replaced ciphertext) is overwritten
+            // with zeros in the file and the WAL instead of lingering in free pages.
+            .pragma("secure_delete", "ON")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // Temporary tables (an import's scratch and staged changes, see `scratch`) and large
@@ -257,6 +266,21 @@ impl Db {
         })
     }
 
+    /// After an erasure: on SQLite, copies the WAL into the database file and truncates it, so
+    /// the older versions of erased rows that the WAL still holds are gone from disk too
+    /// (`secure_delete` has zeroed them in the database file). Best effort: a checkpoint that
+    /// long readers keep from finishing is completed by the next one. PostgreSQL reclaims dead
+    /// row versions with (auto)vacuum.
+    pub async fn scrub_erased(&self) {
+        if let Db::Sqlite(p) = self
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(p)
+                .await
+        {
+            tracing::warn!(error = %e, "could not checkpoint the WAL after an erasure");
+        }
+    }
+
     /// `SELECT 1`, for `/readyz`.
     pub async fn ping(&self) -> sqlx::Result<()> {
         db_run!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
@@ -275,6 +299,37 @@ impl Db {
     pub async fn close(&self) {
         db_run!(self, p => p.close().await)
     }
+}
+
+/// Creates the SQLite file readable by its owner only (0600), or narrows an existing one (and
+/// its `-wal`/`-shm`, which SQLite creates with the database file's mode).
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(false).mode(0o600);
+        open.open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut names = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            names.push(name.into());
+        }
+        for name in names {
+            match std::fs::metadata(&name) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("cannot make {} private", name.display()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl Tx {

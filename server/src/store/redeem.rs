@@ -7,6 +7,8 @@ use sqlx::FromRow;
 use sync_protocol::KeyRing;
 use uuid::Uuid;
 
+use crate::domain::crypto::PersonalKeys;
+
 use super::{Db, Tx, db_run, tx_run};
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
@@ -110,6 +112,18 @@ pub struct TicketLite {
     pub status: String,
     pub name: Option<String>,
     pub attention: Option<String>,
+    pub holder_id: Uuid,
+    pub pd_version: Option<i64>,
+}
+
+impl TicketLite {
+    /// Decrypts the holder's name and attention note.
+    fn open(mut self, keys: &PersonalKeys) -> anyhow::Result<Self> {
+        let (id, v) = (self.holder_id, self.pd_version);
+        self.name = super::personal::open(keys, id, v, "name", self.name.take())?;
+        self.attention = super::personal::open(keys, id, v, "attention", self.attention.take())?;
+        Ok(self)
+    }
 }
 
 #[derive(FromRow)]
@@ -128,6 +142,8 @@ pub struct StateRow {
     pub attention: Option<String>,
     /// The change log head (the same in every row).
     pub head: Option<i64>,
+    pub holder_id: Uuid,
+    pub pd_version: Option<i64>,
 }
 
 #[derive(FromRow)]
@@ -138,11 +154,13 @@ pub struct SeqRow {
 }
 
 pub const TICKET_COLUMNS: &str =
-    "t.serial, t.scopes, t.valid_from, t.valid_until, t.status, p.name, p.attention";
+    "t.serial, t.scopes, t.valid_from, t.valid_until, t.status, p.name, p.attention,
+     p.id AS holder_id, p.pd_version";
 
 /// Tickets by short code (`$2`: the values).
 pub async fn tickets_by_code(
     tx: &mut Tx,
+    personal: &PersonalKeys,
     event_id: Uuid,
     codes: &[i64],
 ) -> anyhow::Result<HashMap<i64, TicketLite>> {
@@ -175,7 +193,9 @@ pub async fn tickets_by_code(
             .await?
         }
     };
-    Ok(rows.into_iter().map(|r| (r.short_code, r.ticket)).collect())
+    rows.into_iter()
+        .map(|r| Ok((r.short_code, r.ticket.open(personal)?)))
+        .collect()
 }
 
 #[derive(FromRow)]
@@ -188,6 +208,7 @@ pub struct BarcodeRow {
 /// Tickets (with their holder) by the lookup keys of shop barcodes ([`super::barcodes`]).
 pub async fn tickets_by_barcode(
     tx: &mut Tx,
+    personal: &PersonalKeys,
     event_id: Uuid,
     keys: &[String],
 ) -> anyhow::Result<HashMap<String, TicketLite>> {
@@ -222,16 +243,16 @@ pub async fn tickets_by_barcode(
             .await?
         }
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.barcode_key, r.ticket))
-        .collect())
+    rows.into_iter()
+        .map(|r| Ok((r.barcode_key, r.ticket.open(personal)?)))
+        .collect()
 }
 
 /// Tickets (with their holder) of `serials` that exist, and the change log head (saves a
 /// round trip in the batch).
 pub async fn ticket_states(
     tx: &mut Tx,
+    personal: &PersonalKeys,
     event_id: Uuid,
     serials: &[i64],
 ) -> anyhow::Result<HashMap<i64, StateRow>> {
@@ -240,7 +261,8 @@ pub async fn ticket_states(
     }
     // Primary-key probes: `participants` is keyed by (event_id, id), and a ticket's holder is
     // a participant of the same event.
-    const SELECT: &str = "SELECT t.serial, t.status, p.name, p.attention,
+    const SELECT: &str = "SELECT t.serial, t.status, p.name, p.attention, p.id AS holder_id,
+                p.pd_version,
                 (SELECT last_seq FROM change_counters WHERE event_id = $1) AS head
          FROM tickets t
          JOIN participants p ON p.event_id = t.event_id AND p.id = t.participant_id";
@@ -263,5 +285,12 @@ pub async fn ticket_states(
             .fetch_all(&mut **t)
             .await?,
         };
-    Ok(rows.into_iter().map(|r| (r.serial, r)).collect())
+    rows.into_iter()
+        .map(|mut r| {
+            let (id, v) = (r.holder_id, r.pd_version);
+            r.name = super::personal::open(personal, id, v, "name", r.name.take())?;
+            r.attention = super::personal::open(personal, id, v, "attention", r.attention.take())?;
+            Ok((r.serial, r))
+        })
+        .collect()
 }

@@ -282,6 +282,7 @@ pub struct ReportParticipant {
     pub ticket_type: Option<String>,
     pub ticket_serial: Option<i64>,
     pub ticket_status: Option<String>,
+    pub pd_version: Option<i64>,
 }
 
 /// A scan as the event report counts it: a valid check-in (not stored as invalid), not an undo
@@ -318,13 +319,17 @@ pub struct ReportInput {
     pub registered: Vec<TypeCount>,
 }
 
-pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> {
+pub async fn report_input(
+    db: &Db,
+    keys: &crate::domain::crypto::PersonalKeys,
+    event_id: Uuid,
+) -> anyhow::Result<ReportInput> {
     // Only `registered` is read here: who is inside does not matter.
     let registered = type_counts(db, event_id, 0).await?;
-    Ok(db_run!(db, p => {
+    let mut input = db_run!(db, p => {
         let participants = sqlx::query_as(
             "SELECT p.id, p.external_id, p.name, p.email, p.organization, p.ticket_type,
-                    p.ticket_serial, t.status AS ticket_status
+                    p.ticket_serial, t.status AS ticket_status, p.pd_version
              FROM participants p
              LEFT JOIN tickets t ON t.event_id = p.event_id AND t.serial = p.ticket_serial
              WHERE p.event_id = $1 ORDER BY p.id",
@@ -358,7 +363,14 @@ pub async fn report_input(db: &Db, event_id: Uuid) -> sqlx::Result<ReportInput> 
         .fetch_all(p)
         .await?;
         ReportInput { participants, scans, gates, conflicts, registered }
-    }))
+    });
+    for r in &mut input.participants {
+        let (id, v) = (r.id, r.pd_version);
+        r.name = super::personal::open(keys, id, v, "name", r.name.take())?;
+        r.email = super::personal::open(keys, id, v, "email", r.email.take())?;
+        r.organization = super::personal::open(keys, id, v, "organization", r.organization.take())?;
+    }
+    Ok(input)
 }
 
 /// Per ticket type (`None`: no type): participants, those admitted at least once, those inside.

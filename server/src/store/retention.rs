@@ -61,8 +61,9 @@ pub async fn erase_event(tx: &mut Tx, event_id: Uuid, now: i64) -> sqlx::Result<
     let participants = tx_run!(tx, c => {
         sqlx::query(
             "UPDATE participants SET external_id = NULL, name = NULL, email = NULL,
-                 email_key = NULL, phone = NULL, organization = NULL, attention = NULL,
-                 metadata = '{}', updated_at = $2, erased_at = $2
+                 email_key = NULL, phone = NULL, phone_key = NULL, organization = NULL,
+                 attention = NULL, metadata = '{}', updated_at = $2, erased_at = $2,
+                 pd_version = NULL
              WHERE event_id = $1 AND erased_at IS NULL",
         )
         .bind(event_id)
@@ -70,6 +71,12 @@ pub async fn erase_event(tx: &mut Tx, event_id: Uuid, now: i64) -> sqlx::Result<
         .execute(&mut *c)
         .await?
         .rows_affected()
+    });
+    tx_run!(tx, c => {
+        sqlx::query("DELETE FROM participant_terms WHERE event_id = $1")
+            .bind(event_id)
+            .execute(&mut *c)
+            .await?;
     });
     let ticket_changes = match tx {
         Tx::Postgres(t) => sqlx::query(

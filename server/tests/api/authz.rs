@@ -113,6 +113,11 @@ const TABLE: &[(&str, &str, &str)] = &[
     ),
     (
         "GET",
+        "/api/v1/events/{event}/participants/{id}/export",
+        "nnyyyn",
+    ),
+    (
+        "GET",
         "/api/v1/events/{event}/participants/{id}/ticket.png",
         "nnyyyn",
     ),

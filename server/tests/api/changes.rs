@@ -103,15 +103,22 @@ async fn concurrent_writers_never_leave_a_gap_a_reader_can_skip(app: TestApp) {
 
     let reader = {
         let db = app.db.clone();
+        let master = app.master.clone();
         let event_id = uuid::Uuid::parse_str(&ev).unwrap();
         tokio::spawn(async move {
             let mut cursor = start;
             let mut seen = BTreeSet::new();
             let deadline = Instant::now() + Duration::from_secs(60);
             while seen.len() < N && Instant::now() < deadline {
-                let batch = server::store::changes::list_after(&db, event_id, cursor, 1000)
-                    .await
-                    .unwrap();
+                let batch = server::store::changes::list_after(
+                    &db,
+                    master.personal(),
+                    event_id,
+                    cursor,
+                    1000,
+                )
+                .await
+                .unwrap();
                 for c in batch {
                     // Contiguous: the next row after the cursor is always cursor + 1.
                     assert_eq!(

@@ -50,6 +50,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub db: server::Db,
+    /// The server's master key (to read what it stores sealed).
+    pub master: server::domain::crypto::MasterKey,
     pub admin: String,
     pub staff: String,
     pub viewer: String,
@@ -131,6 +133,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let app = server::build(settings).await.expect("server::build");
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.db().clone();
+    let master = app.state().master.clone();
     let admin_password = app
         .initial_admin_password
         .clone()
@@ -149,6 +152,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         base,
         client,
         db,
+        master,
         admin: String::new(),
         staff: String::new(),
         viewer: String::new(),
@@ -163,6 +167,23 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
 }
 
 impl TestApp {
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            server::Db::Postgres(_) => Backend::Postgres,
+            server::Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The server's data directory (the SQLite file and the master key on SQLite).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The PostgreSQL database's URL, on PostgreSQL.
+    pub fn pg_url(&self) -> Option<&str> {
+        self._pg.as_ref().map(|p| p.url.as_str())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -283,7 +304,7 @@ impl TestApp {
     /// The change log of an event after `cursor`, read straight from the store.
     pub async fn changes(&self, event: &str, after: u64) -> Vec<sync_protocol::wire::Change> {
         let id = Uuid::parse_str(event).expect("event id");
-        server::store::changes::list_after(&self.db, id, after, 100_000)
+        server::store::changes::list_after(&self.db, self.master.personal(), id, after, 100_000)
             .await
             .expect("list changes")
     }

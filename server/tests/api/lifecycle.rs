@@ -437,8 +437,27 @@ async fn archived_events_lose_personal_data_after_their_retention(app: TestApp) 
     )
     .await;
     assert_eq!(
-        replicated, 1,
-        "the replicated names of the purged event are gone"
+        replicated, 0,
+        "the change log never stores holder names (they are read from the sealed row)"
+    );
+    // The other event's gates still receive their holder's name; the purged event's do not.
+    let display = |changes: Vec<sync_protocol::wire::Change>| {
+        changes
+            .into_iter()
+            .filter_map(|c| match c.data {
+                sync_protocol::wire::ChangeData::Ticket(t) => Some(t.display_name),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        display(app.changes(&other, 0).await),
+        [Some("Person 0".to_owned())]
+    );
+    assert!(
+        display(app.changes(&event, 0).await)
+            .iter()
+            .all(Option::is_none)
     );
     let other_report = report(&app, &other).await;
     assert_eq!(other_report["participants"][0]["name"], "Person 0");

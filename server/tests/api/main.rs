@@ -20,6 +20,7 @@ mod import;
 mod lifecycle;
 mod mail;
 mod participants;
+mod privacy;
 mod report;
 mod roles;
 mod smtp_sink;

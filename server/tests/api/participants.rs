@@ -193,10 +193,24 @@ async fn participants_are_searchable_and_paged(app: TestApp) {
     assert_eq!(count(r.assert_status(200)), 1);
     let r = app.get(Some(&app.viewer), &format!("{path}?q=서연")).await;
     assert_eq!(count(r.assert_status(200)), 1);
+    // An e-mail matches whole (any case): the server keeps only its blind index.
+    let r = app
+        .get(Some(&app.viewer), &format!("{path}?q=SEOYEON@example.org"))
+        .await;
+    assert_eq!(count(r.assert_status(200)), 1);
     let r = app
         .get(Some(&app.viewer), &format!("{path}?q=seoyeon@example"))
         .await;
-    assert_eq!(count(r.assert_status(200)), 1);
+    assert_eq!(count(r.assert_status(200)), 0, "no e-mail substrings");
+    // Words match by prefix, every word must match, and not inside a word.
+    let r = app.get(Some(&app.viewer), &format!("{path}?q=Pers")).await;
+    assert_eq!(count(r.assert_status(200)), 25);
+    let r = app
+        .get(Some(&app.viewer), &format!("{path}?q=umb%20pers"))
+        .await;
+    assert_eq!(count(r.assert_status(200)), 5);
+    let r = app.get(Some(&app.viewer), &format!("{path}?q=erson")).await;
+    assert_eq!(count(r.assert_status(200)), 0);
     app.get(Some(&app.viewer), &format!("{path}?limit=5000"))
         .await
         .assert_problem(400, Some("limit"));

@@ -440,7 +440,8 @@ pub async fn report(
             "format is json, csv or html",
         ));
     }
-    let report = crate::service::reports::event_report(&state.db, event_id).await?;
+    let report =
+        crate::service::reports::event_report(&state.db, state.master.personal(), event_id).await?;
     match format {
         "csv" => Ok((
             [

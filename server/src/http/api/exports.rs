@@ -81,7 +81,7 @@ pub async fn participants(
     load_event(&state, event_id).await?;
     let format = exports::format_of(q.format.as_deref())?;
     let columns = exports::columns_of(q.columns.as_deref(), exports::PARTICIPANT_COLUMNS)?;
-    let rows = exports::participant_rows(&state.db, event_id).await?;
+    let rows = exports::participant_rows(&state.db, state.master.personal(), event_id).await?;
     respond(rows, &columns, format, "participants.csv")
 }
 

@@ -310,6 +310,7 @@ pub async fn list(
     let ticket_type = clean(params.ticket_type.clone());
     let rows = store::participants::list_of_type(
         &state.db,
+        state.master.personal(),
         event_id,
         paging.after()?,
         q.as_deref(),
@@ -447,7 +448,14 @@ pub async fn create(
             ticket_serial: serial,
         });
     }
-    store::participants::insert_many(uow.tx(), event_id, now, &participants).await?;
+    store::participants::insert_many(
+        uow.tx(),
+        state.master.personal(),
+        event_id,
+        now,
+        &participants,
+    )
+    .await?;
     issuing::insert_with_retry(uow.tx(), event_id, &mut tickets).await?;
     let mut changes = Vec::with_capacity(tickets.len());
     for (t, p) in tickets
@@ -527,7 +535,7 @@ pub async fn get(
     Path((event_id, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<ParticipantOut>, Error> {
     auth.require_on(event_id, Role::Viewer)?;
-    let p = store::participants::get(&state.db, event_id, id)
+    let p = store::participants::get(&state.db, state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let keys = event_keys(&state, event_id).await?;
@@ -535,6 +543,64 @@ pub async fn get(
     attach_mail(&state, event_id, &mut out).await?;
     let [out] = out;
     Ok(Json(out))
+}
+
+/// Everything the server holds about one person, for their access request (GDPR art. 15).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PersonalDataExport {
+    /// The participant as `GET …/participants/{id}` shows them (with the current ticket).
+    pub participant: ParticipantOut,
+    /// Every ticket issued to them, revoked ones too.
+    pub tickets: Vec<store::subject::SubjectTicket>,
+    /// Every scan of those tickets: when, at which gate, with what decision.
+    pub checkins: Vec<store::subject::SubjectCheckin>,
+    /// The messages queued or sent to them.
+    pub mails: Vec<store::subject::SubjectMail>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub exported_at: OffsetDateTime,
+}
+
+/// A person's data as a JSON download (staff): their participant record, tickets and their
+/// status, check-ins and the mail sent to them.
+#[utoipa::path(get, operation_id = "participant_export", path = "/api/v1/events/{event}/participants/{id}/export", tag = "participants", security(("bearer" = [])),
+    params(("event" = Uuid, Path, description = "Event id"), ("id" = Uuid, Path, description = "Participant id")),
+    responses((status = 200, description = "The person's data, as an attachment", body = PersonalDataExport), (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json")))]
+pub async fn export_personal_data(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((event_id, id)): Path<(Uuid, Uuid)>,
+) -> Result<Response, Error> {
+    auth.require_on(event_id, Role::Staff)?;
+    let p = store::participants::get(&state.db, state.master.personal(), event_id, id)
+        .await?
+        .ok_or(Error::NotFound("participant"))?;
+    let keys = event_keys(&state, event_id).await?;
+    let tickets = store::subject::tickets(&state.db, event_id, id).await?;
+    let serials: Vec<i64> = tickets.iter().map(|t| t.serial).collect();
+    let checkins = store::subject::checkins(&state.db, event_id, &serials).await?;
+    let mails = store::subject::mails(&state.db, event_id, id).await?;
+    let mut participant = [ParticipantOut::build(p, &keys)?];
+    attach_mail(&state, event_id, &mut participant).await?;
+    let [participant] = participant;
+    let body = PersonalDataExport {
+        participant,
+        tickets,
+        checkins,
+        mails,
+        exported_at: OffsetDateTime::now_utc(),
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"participant-{id}.json\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// Changes a participant (staff). A new name or attention note is replicated to the gates.
@@ -555,7 +621,7 @@ pub async fn update(
     )?)?;
     let keys = event_keys(&state, event_id).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
-    let p = store::participants::get_tx(uow.tx(), event_id, id)
+    let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let mut f = ParticipantFields {
@@ -603,7 +669,14 @@ pub async fn update(
         ));
     }
     if f != before {
-        store::participants::update_many(uow.tx(), event_id, now_ms(), &[(id, f.clone())]).await?;
+        store::participants::update_many(
+            uow.tx(),
+            state.master.personal(),
+            event_id,
+            now_ms(),
+            &[(id, f.clone())],
+        )
+        .await?;
         store::audit::record(
             uow.tx(),
             &auth.actor(),
@@ -628,7 +701,7 @@ pub async fn update(
             webhooks::participant_data(event_id, id, &f, p.ticket_serial),
         );
     }
-    let p = store::participants::get_tx(uow.tx(), event_id, id)
+    let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     uow.commit(&state.notifier).await?;
@@ -673,7 +746,7 @@ pub async fn erase(
     let keys = event_keys(&state, event_id).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
     let tx = uow.tx();
-    let p = store::participants::get_tx(tx, event_id, id)
+    let p = store::participants::get_tx(tx, state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let changes = match p.ticket() {
@@ -703,6 +776,7 @@ pub async fn erase(
     .await?;
     merge::revoke_in(&mut uow, event_id, changes).await?;
     uow.commit(&state.notifier).await?;
+    state.db.scrub_erased().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -751,7 +825,7 @@ pub async fn issue_ticket(
     // Serial first, outside the transaction (see `allocate_serials`).
     let serial = store::tickets::allocate_serials(&state.db, event_id, 1).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
-    let p = store::participants::get_tx(uow.tx(), event_id, id)
+    let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let name = p.name.clone();
@@ -845,7 +919,7 @@ pub async fn revoke_ticket(
         optional_line("reason", req.reason)?.unwrap_or_else(|| "revoked by organizer".into());
     let keys = event_keys(&state, event_id).await?;
     let mut uow = UnitOfWork::begin(&state.db).await?;
-    let p = store::participants::get_tx(uow.tx(), event_id, id)
+    let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let ticket = p.ticket().ok_or(Error::NotFound("ticket"))?;
@@ -887,14 +961,16 @@ pub async fn revoke_serial(
     if ticket.status()? != TicketStatus::Valid {
         return Ok(());
     }
-    let p = store::participants::get_tx(tx, event_id, ticket.participant_id).await?;
+    let p =
+        store::participants::get_tx(tx, state.master.personal(), event_id, ticket.participant_id)
+            .await?;
     let holder = p.as_ref().map(Holder::of).unwrap_or_default();
     let changes = revoke_in_tx(state, tx, &keys, &ticket, holder, reason).await?;
     merge::revoke_in(uow, event_id, changes).await
 }
 
 async fn current_credential(state: &AppState, event_id: Uuid, id: Uuid) -> Result<String, Error> {
-    let p = store::participants::get(&state.db, event_id, id)
+    let p = store::participants::get(&state.db, state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
     let ticket = p.ticket().ok_or(Error::NotFound("ticket"))?;

@@ -186,7 +186,7 @@ pub async fn event_pdf(
     if let Some(ids) = &named {
         for (i, id) in ids.iter().enumerate() {
             let field = format!("participant_ids[{i}]");
-            let p = store::participants::get(&state.db, event_id, *id)
+            let p = store::participants::get(&state.db, state.master.personal(), event_id, *id)
                 .await?
                 .ok_or_else(|| {
                     Error::validation(field.clone(), format!("no participant {id} in this event"))
@@ -198,8 +198,16 @@ pub async fn event_pdf(
         }
     } else {
         loop {
-            let rows =
-                store::participants::list(&state.db, event_id, after, None, None, BATCH).await?;
+            let rows = store::participants::list(
+                &state.db,
+                state.master.personal(),
+                event_id,
+                after,
+                None,
+                None,
+                BATCH,
+            )
+            .await?;
             let more = rows.len() as i64 == BATCH;
             after = rows.last().map(|p| p.id);
             for p in &rows {
@@ -249,6 +257,7 @@ pub async fn event_pdf(
             let Some(cursor) = after else { break };
             let rows = match store::participants::list(
                 &state.db,
+                state.master.personal(),
                 event_id,
                 Some(cursor),
                 None,

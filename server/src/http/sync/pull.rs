@@ -77,7 +77,14 @@ pub async fn changes(
     // Subscribe before the first query, so a change committed in between still wakes us.
     let mut live = state.notifier.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
-    let mut rows = store::changes::page(&state.db, gate.event_id, p.after, limit).await?;
+    let mut rows = store::changes::page(
+        &state.db,
+        state.master.personal(),
+        gate.event_id,
+        p.after,
+        limit,
+    )
+    .await?;
     while rows.is_empty() && tokio::time::Instant::now() < deadline {
         let stopping = state.stopping.clone();
         let woke = tokio::time::timeout_at(deadline, async {
@@ -101,7 +108,14 @@ pub async fn changes(
         .await;
         match woke {
             Ok(true) => {
-                rows = store::changes::page(&state.db, gate.event_id, p.after, limit).await?
+                rows = store::changes::page(
+                    &state.db,
+                    state.master.personal(),
+                    gate.event_id,
+                    p.after,
+                    limit,
+                )
+                .await?
             }
             _ => break,
         }

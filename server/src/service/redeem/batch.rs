@@ -349,6 +349,7 @@ async fn try_batch(
             }
         })
         .collect();
+    let personal = state.master.personal();
     let mut uow = UnitOfWork::begin(&state.db).await?;
     let tx = uow.tx();
 
@@ -358,9 +359,9 @@ async fn try_batch(
         .filter_map(|c| c.code)
         .map(|c| i64_of(c.value()))
         .collect::<Result<_, _>>()?;
-    let by_code = store::redeem::tickets_by_code(tx, event_id, &codes).await?;
+    let by_code = store::redeem::tickets_by_code(tx, personal, event_id, &codes).await?;
     let barcodes: Vec<String> = checks.iter().filter_map(|c| c.barcode.clone()).collect();
-    let by_barcode = store::redeem::tickets_by_barcode(tx, event_id, &barcodes).await?;
+    let by_barcode = store::redeem::tickets_by_barcode(tx, personal, event_id, &barcodes).await?;
     let mut coded: HashMap<usize, &TicketLite> = HashMap::new();
     let mut serials_seen = BTreeSet::new();
     let mut included = Vec::with_capacity(scans.len());
@@ -394,7 +395,7 @@ async fn try_batch(
         .iter()
         .map(|s| i64_of(*s))
         .collect::<Result<_, _>>()?;
-    let states = store::redeem::ticket_states(tx, event_id, &serial_keys).await?;
+    let states = store::redeem::ticket_states(tx, personal, event_id, &serial_keys).await?;
     // The head comes with any ticket row; without one, ask.
     let head = match states.values().next() {
         Some(r) => r.head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0),

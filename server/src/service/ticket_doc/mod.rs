@@ -64,9 +64,10 @@ impl TicketDoc {
         participant_id: Uuid,
     ) -> Result<Self, Error> {
         let event = store::events::require(&state.db, event_id).await?;
-        let p = store::participants::get(&state.db, event_id, participant_id)
-            .await?
-            .ok_or(Error::NotFound("participant"))?;
+        let p =
+            store::participants::get(&state.db, state.master.personal(), event_id, participant_id)
+                .await?
+                .ok_or(Error::NotFound("participant"))?;
         let ticket = p.ticket().ok_or(Error::NotFound("ticket"))?;
         if ticket.status()? != TicketStatus::Valid {
             return Err(Error::Conflict(
