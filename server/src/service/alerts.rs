@@ -219,7 +219,7 @@ async fn fire(state: &AppState, event: &Watched, h: &Holding, now: i64) -> Resul
         detail: h.detail.to_string(),
         cleared_detail: None,
     };
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     if !store::alerts::fire(uow.tx(), &row).await? {
         uow.rollback().await?;
         return Ok(false);
@@ -250,7 +250,7 @@ async fn clear(
     detail: serde_json::Value,
     now: i64,
 ) -> Result<bool, Error> {
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     if !store::alerts::clear(uow.tx(), a.id, now, &detail.to_string()).await? {
         uow.rollback().await?;
         return Ok(false);

@@ -81,7 +81,7 @@ pub async fn enroll(
     let now = now_ms();
     let hash = sha256(code.as_bytes());
     let (credential, token_hash) = new_credential()?;
-    let mut uow = UnitOfWork::begin(db).await?;
+    let mut uow = UnitOfWork::begin(db, state.master.personal()).await?;
     let tx = uow.tx();
     let mut claimed = store::gates::claim_code(tx, &hash, device_name, &token_hash, now).await?;
     if claimed.is_none() {

@@ -177,7 +177,7 @@ where
     if !options.dry_run && issue_tickets {
         writer.serials = Some(SerialSource::open(&state.db).await?);
     }
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     store::scratch::open(uow.tx()).await?;
     // An empty event (the usual first import) has nothing to match: skip the lookups.
     writer.lookups = store::participants::any(uow.tx(), event_id).await?;
@@ -438,11 +438,20 @@ impl Writer<'_> {
             .filter_map(|item| item.as_ref().ok())
             .flat_map(DuplicateTracker::keys_of)
             .collect();
-        let lookup: Vec<(&str, &str)> =
-            keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // The scratch table lives in a temporary file on SQLite: an e-mail goes there as its
+        // keyed hash, never as text.
+        let stored: Vec<String> = keys
+            .iter()
+            .map(|(kind, key)| self.scratch_key(*kind, key))
+            .collect();
+        let lookup: Vec<(&str, &str)> = keys
+            .iter()
+            .zip(&stored)
+            .map(|((k, _), v)| (k.as_str(), v.as_str()))
+            .collect();
         let known = store::scratch::lookup(tx, &lookup).await?;
-        let known = keys.iter().filter_map(|(kind, key)| {
-            let line = known.get(&(kind.as_str().to_owned(), key.clone()))?;
+        let known = keys.iter().zip(&stored).filter_map(|((kind, key), s)| {
+            let line = known.get(&(kind.as_str().to_owned(), s.clone()))?;
             Some((*kind, key.clone(), u64::try_from(*line).ok()?))
         });
         let mut tracker = DuplicateTracker::seeded(known.collect::<Vec<_>>());
@@ -453,7 +462,11 @@ impl Writer<'_> {
                 Err(e) => self.error(e),
             }
         }
-        let added = tracker.take_added();
+        let added: Vec<(KeyKind, String, u64)> = tracker
+            .take_added()
+            .into_iter()
+            .map(|(kind, key, line)| (kind, self.scratch_key(kind, &key), line))
+            .collect();
         let remember = added
             .iter()
             .map(|(kind, key, line)| Ok((kind.as_str(), key.as_str(), i64::try_from(*line)?)))
@@ -461,6 +474,19 @@ impl Writer<'_> {
             .map_err(anyhow::Error::from)?;
         store::scratch::remember(tx, &remember).await?;
         Ok(good)
+    }
+
+    /// How a row's key is held in the scratch table: an e-mail (personal data) by its keyed
+    /// blind hash, an external id as it is.
+    fn scratch_key(&self, kind: KeyKind, key: &str) -> String {
+        match kind {
+            KeyKind::Email => hex::encode(self.personal.blind(
+                b"usher-import-scratch-email",
+                self.event_id,
+                key,
+            )),
+            KeyKind::ExternalId => key.to_owned(),
+        }
     }
 
     /// Writes the pending new participants and tickets, and queues their ticket changes (after

@@ -157,7 +157,7 @@ pub async fn send_tickets(
     resend: bool,
 ) -> Result<SendSummary, Error> {
     store::events::require(&state.db, event_id).await?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let candidates = store::mail::candidates(uow.tx(), event_id, ids.as_deref()).await?;
     if let Some(ids) = &ids {
         let found: std::collections::HashSet<Uuid> =

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::Error;
+use crate::domain::crypto::PersonalKeys;
 use crate::domain::webhook;
 use crate::store::webhooks::NewDelivery;
 use crate::store::{self, Tx, now_ms};
@@ -95,10 +96,28 @@ pub async fn subscribers(tx: &mut Tx, event_id: Uuid) -> Result<Subscribers, Err
     Ok(subs)
 }
 
+/// A delivery's body as stored: sealed like personal data (it may name a participant), bound
+/// to the delivery's id.
+pub fn seal_payload(keys: &PersonalKeys, delivery: Uuid, payload: &str) -> Result<String, Error> {
+    keys.seal_field(delivery.as_bytes(), payload)
+        .map_err(Error::Internal)
+}
+
+/// The body [`seal_payload`] stored. A delivery queued before bodies were sealed is JSON text
+/// and is sent as it is.
+pub fn open_payload(keys: &PersonalKeys, delivery: Uuid, stored: &str) -> Result<String, Error> {
+    if stored.starts_with('{') {
+        return Ok(stored.to_owned());
+    }
+    keys.open_field(delivery.as_bytes(), stored)
+        .map_err(Error::Internal)
+}
+
 /// Writes one pending delivery per message and subscribed endpoint; returns how many.
 /// `known` holds the subscribers already read in this transaction, by event.
 pub async fn write_outbox(
     tx: &mut Tx,
+    keys: &PersonalKeys,
     known: &mut HashMap<Uuid, Subscribers>,
     messages: Vec<Message>,
 ) -> Result<usize, Error> {
@@ -124,13 +143,14 @@ pub async fn write_outbox(
         let payload = webhook::body(m.event_type, store::ms_to_time(m.at), m.data);
         let message_id = Uuid::now_v7();
         for endpoint_id in targets {
+            let id = Uuid::now_v7();
             rows.push(NewDelivery {
-                id: Uuid::now_v7(),
+                id,
                 event_id: m.event_id,
                 endpoint_id,
                 message_id,
                 event_type: m.event_type,
-                payload: payload.clone(),
+                payload: seal_payload(keys, id, &payload)?,
             });
         }
     }

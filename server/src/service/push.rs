@@ -175,7 +175,7 @@ pub async fn merge_push(
         }
     }
 
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let tx = uow.tx();
     // Scans stored while the event is a draft are tests: kept, never folded.
     let test = sync_protocol::decide::is_test_scan(checkins::phase(tx, gate.event_id).await?);

@@ -27,6 +27,7 @@ use sync_protocol::wire::ChangeData;
 use uuid::Uuid;
 
 use crate::domain::Error;
+use crate::domain::crypto::PersonalKeys;
 use crate::domain::live::Live;
 use crate::domain::webhook;
 use crate::live::Notifier;
@@ -35,6 +36,7 @@ use crate::store::{self, Db, Tx};
 
 pub struct UnitOfWork {
     tx: Tx,
+    keys: PersonalKeys,
     /// The event whose change log the changes go to (a unit writes one event's log).
     event_id: Option<Uuid>,
     changes: Vec<(ChangeData, bool)>,
@@ -52,9 +54,11 @@ pub struct UnitOfWork {
 
 impl UnitOfWork {
     /// Starts the transaction (SQLite: `BEGIN IMMEDIATE`).
-    pub async fn begin(db: &Db) -> Result<Self, Error> {
+    /// `keys` seal what the unit writes that may hold personal data (webhook bodies).
+    pub async fn begin(db: &Db, keys: &PersonalKeys) -> Result<Self, Error> {
         Ok(Self {
             tx: db.begin().await?,
+            keys: keys.clone(),
             event_id: None,
             changes: Vec::new(),
             live: Vec::new(),
@@ -158,7 +162,8 @@ impl UnitOfWork {
         }
         let messages = std::mem::take(&mut self.webhooks);
         self.queued +=
-            webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
+            webhooks::write_outbox(&mut self.tx, &self.keys, &mut self.subscribers, messages)
+                .await?;
         Ok(())
     }
 
@@ -184,7 +189,8 @@ impl UnitOfWork {
         let staged = notifier.stage(&mut self.tx, live).await?;
         let messages = std::mem::take(&mut self.webhooks);
         let queued = self.queued
-            + webhooks::write_outbox(&mut self.tx, &mut self.subscribers, messages).await?;
+            + webhooks::write_outbox(&mut self.tx, &self.keys, &mut self.subscribers, messages)
+                .await?;
         let mails = std::mem::take(&mut self.mails);
         let mails = super::mail_outbox::write(&mut self.tx, &mails).await?;
         match (self.event_id, self.staged) {

@@ -240,19 +240,28 @@ fn signing_keys(master: &MasterKey, e: &EndpointRow, now: i64) -> anyhow::Result
 
 /// Queues a `webhook.test` message to one endpoint (whatever it subscribes to); returns the
 /// delivery id and message id.
-pub async fn send_test(db: &Db, e: &EndpointRow) -> Result<(Uuid, Uuid), Error> {
+pub async fn send_test(
+    db: &Db,
+    personal: &crate::domain::crypto::PersonalKeys,
+    e: &EndpointRow,
+) -> Result<(Uuid, Uuid), Error> {
     let now = now_ms();
+    let id = Uuid::now_v7();
     let row = NewDelivery {
-        id: Uuid::now_v7(),
+        id,
         event_id: e.event_id,
         endpoint_id: e.id,
         message_id: Uuid::now_v7(),
         event_type: webhook::WEBHOOK_TEST,
-        payload: webhook::body(
-            webhook::WEBHOOK_TEST,
-            store::ms_to_time(now),
-            serde_json::json!({"event_id": e.event_id, "endpoint_id": e.id}),
-        ),
+        payload: super::outbox::seal_payload(
+            personal,
+            id,
+            &webhook::body(
+                webhook::WEBHOOK_TEST,
+                store::ms_to_time(now),
+                serde_json::json!({"event_id": e.event_id, "endpoint_id": e.id}),
+            ),
+        )?,
     };
     let mut tx = db.begin().await?;
     store::webhooks::insert_deliveries(&mut tx, std::slice::from_ref(&row), now).await?;
@@ -399,7 +408,9 @@ async fn attempt(
     let keys = signing_keys(&state.master, endpoint, now)?;
     let msg_id = webhook::message_id(c.message_id);
     let timestamp = now / 1000;
-    let body = c.payload.clone().into_bytes();
+    let body = super::outbox::open_payload(state.master.personal(), c.id, &c.payload)
+        .map_err(|e| anyhow::anyhow!("delivery {}: {e}", c.id))?
+        .into_bytes();
     let signature = webhook::signature_header(&keys, &msg_id, timestamp, &body);
     let result = http
         .post(&endpoint.url)

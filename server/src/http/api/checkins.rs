@@ -147,7 +147,7 @@ pub async fn resolve_conflict(
         }
     };
     let now = now_ms();
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let row = store::reports::conflict_tx(uow.tx(), event_id, id)
         .await?
         .ok_or(Error::NotFound("conflict"))?;

@@ -47,7 +47,7 @@ pub async fn set_supervisor_pin(
         .await?
         .ok_or(Error::NotFound("event"))?;
     keys.supervisor_pin = Some(hash.clone());
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let row = store::events::get_tx(uow.tx(), event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;

@@ -223,7 +223,7 @@ pub async fn create(
         };
         let (secrets, key, key_change) =
             crate::service::tickets::new_event_material(&state.master, id, event_tag, now)?;
-        let mut uow = UnitOfWork::begin(&state.db).await?;
+        let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
         match store::events::insert(uow.tx(), &row, &secrets).await {
             Ok(()) => {}
             Err(e) if is_unique_violation(&e) => {
@@ -284,7 +284,7 @@ pub async fn update(
     let keys = crate::service::tickets::EventKeys::load(&state.db, &state.master, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let mut row = store::events::get_tx(uow.tx(), event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
@@ -365,7 +365,7 @@ pub async fn delete(
     Path(event_id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
     auth.require_on(event_id, Role::Admin)?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let row = store::events::get_tx(uow.tx(), event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;

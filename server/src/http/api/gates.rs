@@ -233,7 +233,7 @@ async fn save(
     let status = crate::domain::event::EventStatus::parse(&event.status)?;
     crate::domain::event::require_writable(status)?;
     let change = gate_change(gate, &keys, &EventSettings::parse(&event.settings)?, status)?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     store::gates::upsert(uow.tx(), gate).await?;
     if was_active && !gate.is_active {
         store::gates::revoke_credentials(uow.tx(), gate.id, gate.updated_at).await?;
@@ -473,7 +473,7 @@ pub async fn enroll(
     let display = format!("{}-{}", &code[..5], &code[5..]);
     let now = now_ms();
     let expires_at = now + i64::from(ttl) * 1000;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     store::gates::insert_enrollment(
         uow.tx(),
         &sha256(normalize_enrollment_code(&code).as_bytes()),

@@ -415,7 +415,7 @@ pub async fn create(
     } else {
         0
     };
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     for (prefix, fields, _, _) in &wanted {
         if let Some(x) = &fields.external_id
             && store::participants::external_id_taken(uow.tx(), event_id, x, None).await?
@@ -620,7 +620,7 @@ pub async fn update(
         &load_event(&state, event_id).await?.status,
     )?)?;
     let keys = event_keys(&state, event_id).await?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
@@ -744,7 +744,7 @@ pub async fn erase(
 ) -> Result<StatusCode, Error> {
     auth.require_on(event_id, Role::Staff)?;
     let keys = event_keys(&state, event_id).await?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let tx = uow.tx();
     let p = store::participants::get_tx(tx, state.master.personal(), event_id, id)
         .await?
@@ -824,7 +824,7 @@ pub async fn issue_ticket(
     let now = now_ms();
     // Serial first, outside the transaction (see `allocate_serials`).
     let serial = store::tickets::allocate_serials(&state.db, event_id, 1).await?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;
@@ -918,7 +918,7 @@ pub async fn revoke_ticket(
     let reason =
         optional_line("reason", req.reason)?.unwrap_or_else(|| "revoked by organizer".into());
     let keys = event_keys(&state, event_id).await?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let p = store::participants::get_tx(uow.tx(), state.master.personal(), event_id, id)
         .await?
         .ok_or(Error::NotFound("participant"))?;

@@ -368,7 +368,8 @@ pub async fn test(
             "the endpoint is disabled; enable it first".into(),
         ));
     }
-    let (delivery_id, message_id) = hooks::send_test(&state.db, &e).await?;
+    let (delivery_id, message_id) =
+        hooks::send_test(&state.db, state.master.personal(), &e).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(TestOut {

@@ -122,7 +122,7 @@ async fn save(
     let mut keys = EventKeys::load(&state.db, &state.master, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let written = if delete {
         store::zones::delete(uow.tx(), event_id, zone.id).await
     } else {

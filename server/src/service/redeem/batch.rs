@@ -350,7 +350,7 @@ async fn try_batch(
         })
         .collect();
     let personal = state.master.personal();
-    let mut uow = UnitOfWork::begin(&state.db).await?;
+    let mut uow = UnitOfWork::begin(&state.db, state.master.personal()).await?;
     let tx = uow.tx();
 
     // Typed codes name their ticket only now (a read; the ticket is locked below).
