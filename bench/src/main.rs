@@ -268,7 +268,6 @@ async fn run(o: &Options, db_url: &str) -> anyhow::Result<Table> {
     let gate = (gate_id, credential);
     let slice = |a: usize, b: usize| Arc::new(creds[a..b].to_vec());
     sync::redeem(&h, &server, &redeem_event, gate.clone(), slice(0, warm), 10).await?;
-    let mut cpu_per_scan = 0.0;
     for (i, clients) in [10usize, 100, 1_000].into_iter().enumerate() {
         let from = warm + i * per_run;
         let r = sync::redeem(
@@ -290,7 +289,7 @@ async fn run(o: &Options, db_url: &str) -> anyhow::Result<Table> {
         );
         match clients {
             10 => {
-                cpu_per_scan = (r.server_cpu + r.pg_cpu) / r.scans as f64 * 1e3;
+                let cpu_per_scan = (r.server_cpu + r.pg_cpu) / r.scans as f64 * 1e3;
                 t.add(
                     "online redeem, 10 clients, one scan per request",
                     line,
@@ -317,7 +316,6 @@ async fn run(o: &Options, db_url: &str) -> anyhow::Result<Table> {
             _ => t.add("online redeem, 1,000 clients", line, "—", true),
         }
     }
-    let _ = cpu_per_scan;
 
     // Bootstrap, merge, and the attendance after it.
     h.relogin().await?;
