@@ -289,6 +289,27 @@ impl TestApp {
         r.assert_status(201).clone()
     }
 
+    /// Creates an event (as admin) with this status, running from an hour ago to eight hours from
+    /// now: its tickets are inside their window on the server's own clock, whatever day the
+    /// tests run. Tests that redeem online need it; [`TestApp::create_event`] has fixed dates.
+    pub async fn create_event_running_now(&self, name: &str, status: &str) -> Value {
+        let now = time::OffsetDateTime::now_utc();
+        let fmt = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .expect("an RFC 3339 date")
+        };
+        let r = self
+            .post(
+                Some(&self.admin),
+                "/api/v1/events",
+                json!({"name": name, "status": status,
+                       "starts_at": fmt(now - time::Duration::hours(1)),
+                       "ends_at": fmt(now + time::Duration::hours(8)), "venue": "Hall"}),
+            )
+            .await;
+        r.assert_status(201).clone()
+    }
+
     /// Creates a participant (with a ticket unless `issue_ticket` is false) as staff.
     pub async fn create_participant(&self, event: &str, body: Value) -> Value {
         let r = self

@@ -473,7 +473,7 @@ async fn rows_of_later_batches_are_checked_against_every_earlier_row(app: TestAp
 /// never as text), a row the shop marks void gets a revoked ticket, and the summary counts both;
 /// re-importing the same file changes nothing; a cell that cannot be a barcode names `barcode`.
 async fn shop_barcodes_become_keyed_credentials_and_void_rows_revoked_tickets(app: TestApp) {
-    let event = app.create_event("Shop").await;
+    let event = app.create_event_running_now("Shop", "draft").await;
     let ev = event["id"].as_str().unwrap();
     let path = format!("/api/v1/events/{ev}/participants/import");
     let csv = "Order code,Position ID,Status,Attendee name,Attendee email,Ticket secret\n\

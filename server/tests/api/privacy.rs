@@ -300,7 +300,7 @@ async fn search_finds_people_by_name_prefix_words_email_and_phone(app: TestApp) 
 }
 
 async fn a_persons_data_export_has_their_record_tickets_checkins_and_mail(app: TestApp) {
-    let event = app.create_event("Export").await;
+    let event = app.create_event_running_now("Export", "draft").await;
     let ev = event["id"].as_str().unwrap();
     let p = app
         .create_participant(
