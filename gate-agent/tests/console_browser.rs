@@ -322,6 +322,12 @@ async fn an_organizer_runs_an_event_from_the_console() {
         |v| v[0] == "1" && v[1] == true,
     )
     .await;
+    // The conflict queue is below the counters and the chart: the picture shows it.
+    b.js(
+        "document.getElementById('conflicts').scrollIntoView({block: 'center'})",
+        vec![],
+    )
+    .await;
     b.screenshot("console-08-conflict").await;
     b.click("#conflicts button.resolve-acknowledge").await;
     b.wait_until(

@@ -141,7 +141,11 @@ pub async fn event_report(
         event.venue,
         event.status,
         input,
-        OffsetDateTime::now_utc(),
+        // To the second: a printed report says when, not to the nanosecond.
+        {
+            let now = OffsetDateTime::now_utc();
+            now.replace_nanosecond(0).unwrap_or(now)
+        },
     ))
 }
 

@@ -154,6 +154,10 @@ pub async fn delete(tx: &mut Tx, id: Uuid) -> sqlx::Result<u64> {
         sqlx::query("DELETE FROM tickets WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM participant_terms WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         sqlx::query("DELETE FROM participants WHERE event_id = $1").bind(id).execute(&mut *c).await?;
+        // The presence counters are at zero now (their triggers followed the deletes); their
+        // rows go too.
+        sqlx::query("DELETE FROM gate_presence WHERE event_id = $1").bind(id).execute(&mut *c).await?;
+        sqlx::query("DELETE FROM type_presence WHERE event_id = $1").bind(id).execute(&mut *c).await?;
         Ok(sqlx::query("DELETE FROM events WHERE id = $1")
             .bind(id)
             .execute(&mut *c)

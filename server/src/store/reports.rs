@@ -130,16 +130,17 @@ pub async fn conflict_by_id_tx(tx: &mut Tx, id: Uuid) -> sqlx::Result<ConflictRo
     }))
 }
 
-/// Counts per gate; `inside_since` is the clock (as stored) of the event's last daily
-/// check-out, 0 without one: presence from before it is not inside any more.
+/// Counts per gate; `inside_since_ms` is the instant (unix ms, a whole minute) of the event's
+/// last daily check-out, 0 without one: whoever moved in before it is not inside any more.
 ///
 /// Entries, exits and rejections come from `gate_counters` (kept by triggers on `checkins`,
-/// migration `20261204050001_counters`); who is inside through which gate from one pass over
-/// the event's presence rows (tickets that moved), never over its participants or check-ins.
+/// migration `20261204050001_counters`), who is inside through which gate from `gate_presence`
+/// (kept by triggers on `presence`, migration `20261206000001_presence_counters`): a few rows
+/// per gate and minute, never the event's presence rows, participants or check-ins.
 pub async fn gate_counts(
     db: &Db,
     event_id: Uuid,
-    inside_since: i64,
+    inside_since_ms: i64,
 ) -> sqlx::Result<Vec<GateCount>> {
     let mut gates: Vec<GateCount> = db_run!(db, p => {
         sqlx::query_as(
@@ -156,7 +157,7 @@ pub async fn gate_counts(
         .fetch_all(p)
         .await?
     });
-    let presence = presence_counts(db, event_id, inside_since).await?;
+    let presence = presence_counts(db, event_id, inside_since_ms).await?;
     for g in &mut gates {
         g.inside_via = presence
             .iter()
@@ -171,38 +172,54 @@ pub async fn gate_counts(
 #[derive(Debug, FromRow)]
 pub struct PresenceCount {
     pub last_gate: Option<Uuid>,
-    /// Inside now (moved in after `inside_since`).
+    /// Inside now (moved in at or after `inside_since_ms`).
     pub inside: i64,
     /// Admitted at least once.
     pub admitted: i64,
 }
 
-/// [`PresenceCount`]s of an event; `inside_since` as in [`gate_counts`].
+/// The first minute (as `gate_presence` and `type_presence` count them: unix ms / 60,000) of
+/// presence that is inside after a check-out at `inside_since_ms`.
+fn first_inside_minute(inside_since_ms: i64) -> i64 {
+    let minute = u64::try_from(inside_since_ms).unwrap_or(0).div_ceil(60_000);
+    i64::try_from(minute).unwrap_or(i64::MAX)
+}
+
+/// [`PresenceCount`]s of an event from `gate_presence`; `inside_since_ms` as in
+/// [`gate_counts`].
 pub async fn presence_counts(
     db: &Db,
     event_id: Uuid,
-    inside_since: i64,
+    inside_since_ms: i64,
 ) -> sqlx::Result<Vec<PresenceCount>> {
-    Ok(db_run!(db, p => {
+    let rows: Vec<(Uuid, i64, i64)> = db_run!(db, p => {
         sqlx::query_as(
-            "SELECT last_gate,
-                CAST(COALESCE(sum(CASE WHEN inside AND hlc >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS inside,
-                CAST(COALESCE(sum(CASE WHEN entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS admitted
-             FROM presence WHERE event_id = $1 GROUP BY last_gate",
+            "SELECT gate_id,
+                CAST(COALESCE(sum(CASE WHEN minute >= $2 THEN inside ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(sum(admitted), 0) AS BIGINT)
+             FROM gate_presence WHERE event_id = $1 GROUP BY gate_id",
         )
         .bind(event_id)
-        .bind(inside_since)
+        .bind(first_inside_minute(inside_since_ms))
         .fetch_all(p)
         .await?
-    }))
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(gate, inside, admitted)| PresenceCount {
+            last_gate: Some(gate).filter(|g| !g.is_nil()),
+            inside,
+            admitted,
+        })
+        .collect())
 }
 
-/// `(inside, admitted, issued, open conflicts)`; `inside_since` as in [`gate_counts`]. Valid
-/// tickets come from `ticket_counters` (kept by triggers on `tickets`).
+/// `(inside, admitted, issued, open conflicts)`; `inside_since_ms` as in [`gate_counts`].
+/// Valid tickets come from `ticket_counters` (kept by triggers on `tickets`).
 pub async fn totals(
     db: &Db,
     event_id: Uuid,
-    inside_since: i64,
+    inside_since_ms: i64,
 ) -> sqlx::Result<(i64, i64, i64, i64)> {
     let (issued, open): (i64, i64) = db_run!(db, p => {
         sqlx::query_as(
@@ -214,7 +231,7 @@ pub async fn totals(
         .fetch_one(p)
         .await?
     });
-    let presence = presence_counts(db, event_id, inside_since).await?;
+    let presence = presence_counts(db, event_id, inside_since_ms).await?;
     let inside = presence.iter().map(|c| c.inside).sum();
     let admitted = presence.iter().map(|c| c.admitted).sum();
     Ok((inside, admitted, issued, open))
@@ -247,18 +264,19 @@ pub async fn checkins(
     }))
 }
 
-/// Tickets inside right now, per event that has any (the metrics' occupancy gauge).
+/// Tickets inside right now, per event that has any (the metrics' occupancy gauge), from
+/// `gate_presence`.
 pub async fn inside_by_event(db: &Db) -> sqlx::Result<Vec<(Uuid, i64)>> {
     Ok(db_run!(db, p => {
         sqlx::query_as(
-            "SELECT event_id, CAST(count(*) AS BIGINT) FROM presence WHERE inside GROUP BY event_id",
+            "SELECT event_id, CAST(sum(inside) AS BIGINT) FROM gate_presence
+             GROUP BY event_id HAVING sum(inside) > 0",
         )
         .fetch_all(p)
         .await?
     }))
 }
 
-/// When the server last heard from each gate with a live credential (unix ms).
 pub async fn gates_last_seen(db: &Db) -> sqlx::Result<Vec<(Uuid, i64)>> {
     Ok(db_run!(db, p => {
         sqlx::query_as(
@@ -388,18 +406,18 @@ pub struct TypeCount {
     pub inside: i64,
 }
 
-/// Counts per ticket type; `inside_since` as in [`gate_counts`]. Registered participants come
-/// from `type_counters` (kept by triggers on `participants`); admitted and inside from the
-/// event's presence rows joined to their participant by the current ticket, so the cost grows
-/// with the tickets that moved, not with the event's size.
+/// Counts per ticket type; `inside_since_ms` as in [`gate_counts`]. Registered participants
+/// come from `type_counters` (kept by triggers on `participants`), admitted and inside from
+/// `type_presence` (kept by triggers on `presence` and `participants`: each presence row counts
+/// under the type of the participant whose current ticket it is).
 pub async fn type_counts(
     db: &Db,
     event_id: Uuid,
-    inside_since: i64,
+    inside_since_ms: i64,
 ) -> sqlx::Result<Vec<TypeCount>> {
-    // (type, registered) and (type, admitted, inside).
+    // (type, registered) and (type, admitted, inside); '' is no type.
     type Registered = Vec<(String, i64)>;
-    type Moved = Vec<(Option<String>, i64, i64)>;
+    type Moved = Vec<(String, i64, i64)>;
     let (registered, moved): (Registered, Moved) = db_run!(db, p => {
         let registered = sqlx::query_as(
             "SELECT ticket_type, CAST(registered AS BIGINT) FROM type_counters
@@ -409,15 +427,12 @@ pub async fn type_counts(
         .fetch_all(p)
         .await?;
         let moved = sqlx::query_as(
-            "SELECT p.ticket_type,
-                CAST(COALESCE(sum(CASE WHEN pr.entries > 0 THEN 1 ELSE 0 END), 0) AS BIGINT),
-                CAST(COALESCE(sum(CASE WHEN pr.inside AND pr.hlc >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT)
-             FROM presence pr
-             JOIN participants p ON p.event_id = pr.event_id AND p.ticket_serial = pr.serial
-             WHERE pr.event_id = $1 GROUP BY p.ticket_type",
+            "SELECT ticket_type, CAST(COALESCE(sum(admitted), 0) AS BIGINT),
+                CAST(COALESCE(sum(CASE WHEN minute >= $2 THEN inside ELSE 0 END), 0) AS BIGINT)
+             FROM type_presence WHERE event_id = $1 GROUP BY ticket_type",
         )
         .bind(event_id)
-        .bind(inside_since)
+        .bind(first_inside_minute(inside_since_ms))
         .fetch_all(p)
         .await?;
         (registered, moved)
@@ -432,6 +447,7 @@ pub async fn type_counts(
         })
         .collect();
     for (t, admitted, inside) in moved {
+        let t = Some(t).filter(|t| !t.is_empty());
         if let Some(row) = rows.iter_mut().find(|r| r.ticket_type == t) {
             row.admitted = admitted;
             row.inside = inside;
@@ -442,8 +458,10 @@ pub async fn type_counts(
     Ok(rows)
 }
 
-/// Admitted entries per minute since `since_ms` (by scan time): `(minute as unix ms, count)`,
-/// oldest first, minutes without entries left out. Undone and invalid scans do not count.
+/// Admitted entries per minute from the minute of `since_ms` on (by scan time):
+/// `(minute as unix ms, count)`, oldest first, minutes without entries left out. Undone and
+/// invalid scans do not count. Read from `arrival_counters` (kept by triggers on `checkins`,
+/// migration `20261206000002_arrival_counters`).
 pub async fn arrivals_per_minute(
     db: &Db,
     event_id: Uuid,
@@ -451,18 +469,13 @@ pub async fn arrivals_per_minute(
 ) -> sqlx::Result<Vec<(i64, i64)>> {
     Ok(db_run!(db, p => {
         sqlx::query_as(
-            "SELECT CAST((c.scanned_at / 60000) * 60000 AS BIGINT) AS minute,
-                    CAST(count(*) AS BIGINT) AS entries
-             FROM checkins c
-             WHERE c.event_id = $1 AND c.scanned_at >= $2
-               AND c.decision = 'admit' AND c.direction = 'in' AND c.invalid IS NULL
-               AND c.undoes IS NULL AND NOT c.is_test
-               AND NOT EXISTS (SELECT 1 FROM checkins u WHERE u.undoes = c.id)
-             GROUP BY c.scanned_at / 60000
+            "SELECT CAST(minute * 60000 AS BIGINT), CAST(entries AS BIGINT)
+             FROM arrival_counters
+             WHERE event_id = $1 AND minute >= $2 AND entries > 0
              ORDER BY minute",
         )
         .bind(event_id)
-        .bind(since_ms)
+        .bind(since_ms.div_euclid(60_000))
         .fetch_all(p)
         .await?
     }))

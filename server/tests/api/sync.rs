@@ -45,21 +45,7 @@ pub(crate) async fn live_event(app: &TestApp, n: usize) -> (String, Vec<Value>) 
 
 /// An event with this status running now, with `n` participants holding tickets.
 pub(crate) async fn event_in(app: &TestApp, n: usize, status: &str) -> (String, Vec<Value>) {
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
-    let ev = app
-        .post(
-            Some(&app.admin),
-            "/api/v1/events",
-            json!({"name": "Live", "status": status, "starts_at": fmt(now - time::Duration::hours(1)),
-                   "ends_at": fmt(now + time::Duration::hours(8)), "venue": "Hall"}),
-        )
-        .await
-        .assert_status(201)
-        .clone();
+    let ev = app.create_event_running_now("Live", status).await;
     let id = ev["id"].as_str().unwrap().to_string();
     let people: Vec<Value> = (0..n)
         .map(|i| json!({"name": format!("Person {i}"), "email": format!("p{i}@example.org")}))
@@ -223,6 +209,7 @@ backend_tests!(
     exports_give_each_participants_check_in_facts_and_the_whole_log,
     large_batches_merge_like_small_ones_and_retry_as_duplicates,
     maintained_counters_follow_every_kind_of_write,
+    arrivals_count_effective_entries_per_scan_minute,
 );
 
 async fn enrollment_codes_work_once_for_one_credential(app: TestApp) {
@@ -1237,15 +1224,7 @@ async fn attendance_counts_per_gate_and_zone(app: TestApp) {
     assert_eq!(att["inside"], 2);
     assert_eq!(att["admitted_tickets"], 3);
     assert_eq!(att["tickets_issued"], 4);
-    let gate = |name: &str| {
-        att["gates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let gate = |name: &str| gate_of(&att, name);
     assert_eq!(
         (
             gate("A")["entries"].clone(),
@@ -1477,6 +1456,12 @@ async fn deleting_an_event_removes_its_checkins_and_presence(app: TestApp) {
     async fn rows(db: &server::Db, table: &str, event: &str) -> i64 {
         let sql = match table {
             "checkins" => "SELECT CAST(count(*) AS BIGINT) FROM checkins WHERE event_id = $1",
+            "gate_presence" => {
+                "SELECT CAST(count(*) AS BIGINT) FROM gate_presence WHERE event_id = $1"
+            }
+            "type_presence" => {
+                "SELECT CAST(count(*) AS BIGINT) FROM type_presence WHERE event_id = $1"
+            }
             _ => "SELECT CAST(count(*) AS BIGINT) FROM presence WHERE event_id = $1",
         };
         let id: Uuid = event.parse().unwrap();
@@ -1502,8 +1487,11 @@ async fn deleting_an_event_removes_its_checkins_and_presence(app: TestApp) {
         .delete(Some(&app.admin), &format!("/api/v1/events/{gone}"))
         .await;
     assert_eq!(r.status.as_u16(), 204);
-    assert_eq!(rows(&app.db, "checkins", gone).await, 0);
-    assert_eq!(rows(&app.db, "presence", gone).await, 0);
+    // The maintained presence counters' rows go with their event.
+    for table in ["checkins", "presence", "gate_presence", "type_presence"] {
+        assert_eq!(rows(&app.db, table, gone).await, 0, "{table}");
+        assert!(rows(&app.db, table, &kept[0]).await > 0, "{table}");
+    }
     assert_eq!(rows(&app.db, "checkins", &kept[0]).await, 2);
     assert_eq!(rows(&app.db, "presence", &kept[0]).await, 2);
 }
@@ -1686,23 +1674,8 @@ async fn maintained_counters_follow_every_kind_of_write(app: TestApp) {
     .await
     .assert_status(201);
 
-    let att = app
-        .get(
-            Some(&app.viewer),
-            &format!("/api/v1/events/{event}/attendance"),
-        )
-        .await
-        .assert_status(200)
-        .clone();
-    let gate = |name: &str| {
-        att["gates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let att = attendance(&app, &event).await;
+    let gate = |name: &str| gate_of(&att, name);
     assert_eq!(
         (
             gate("A")["entries"].clone(),
@@ -1732,6 +1705,256 @@ async fn maintained_counters_follow_every_kind_of_write(app: TestApp) {
     // Inside: the 219 admitted at A, less the 45 of them that went out at B (the other five
     // exits are of tickets rejected at A).
     let exits_of_inside = (10..60usize).filter(|i| i % 10 != 9 && *i >= 5).count();
-    assert_eq!(att["inside"], json!(a_entries - exits_of_inside));
+    let inside = a_entries - exits_of_inside;
+    assert_eq!(att["inside"], json!(inside));
     assert_eq!(att["admitted_tickets"], json!(a_entries));
+    // Inside per gate of the last movement: everyone who went out at B is outside.
+    assert_eq!(gate("A")["inside_via"], json!(inside));
+    assert_eq!(gate("B")["inside_via"], json!(0));
+    assert_eq!(
+        by_type(&att),
+        [(Value::Null, a_entries, inside), (json!("vip"), 0, 0)]
+    );
+    presence_counters_match_a_recount(&app, &event).await;
+
+    // An admitted holder inside is re-typed, another is reissued a ticket: presence counts
+    // under the type of the participant holding the ticket; the old ticket's admission stays in
+    // the event's totals and its gate's.
+    let (typed, reissued) = (&people[100], &people[101]);
+    let pid = typed["id"].as_str().unwrap();
+    app.patch(
+        Some(&app.staff),
+        &format!("/api/v1/events/{event}/participants/{pid}"),
+        json!({"ticket_type": "vip"}),
+    )
+    .await
+    .assert_status(200);
+    let pid = reissued["id"].as_str().unwrap();
+    app.post_empty(
+        Some(&app.staff),
+        &format!("/api/v1/events/{event}/participants/{pid}/ticket"),
+    )
+    .await
+    .assert_status(201);
+    let att = attendance(&app, &event).await;
+    assert_eq!(
+        by_type(&att),
+        [
+            (Value::Null, a_entries - 2, inside - 2),
+            (json!("vip"), 1, 1)
+        ]
+    );
+    assert_eq!(att["attended"], json!(a_entries - 1));
+    assert_eq!(
+        (att["inside"].clone(), att["admitted_tickets"].clone()),
+        (json!(inside), json!(a_entries))
+    );
+    presence_counters_match_a_recount(&app, &event).await;
+
+    // The reissued ticket goes out at B: it leaves "inside" at A and counts nowhere inside.
+    let new_serial = app
+        .get(
+            Some(&app.staff),
+            &format!("/api/v1/events/{event}/participants/{pid}"),
+        )
+        .await
+        .assert_status(200)["ticket"]["serial"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(new_serial, serial(reissued));
+    push(
+        &app,
+        &b,
+        vec![checkin(
+            b.next_seq + 52,
+            serial(reissued),
+            "out",
+            t + 5_000,
+            0,
+        )],
+    )
+    .await
+    .assert_status(200);
+    let att = attendance(&app, &event).await;
+    assert_eq!(att["inside"], json!(inside - 1));
+    assert_eq!(gate_of(&att, "A")["inside_via"], json!(inside - 1));
+    presence_counters_match_a_recount(&app, &event).await;
+}
+
+async fn attendance(app: &TestApp, event: &str) -> Value {
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/attendance"),
+    )
+    .await
+    .assert_status(200)
+    .clone()
+}
+
+fn gate_of(att: &Value, name: &str) -> Value {
+    att["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+/// `(type, admitted, inside)` per ticket type of an attendance answer.
+fn by_type(att: &Value) -> Vec<(Value, usize, usize)> {
+    att["ticket_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let n = |k: &str| usize::try_from(t[k].as_u64().unwrap()).unwrap();
+            (t["ticket_type"].clone(), n("admitted"), n("inside"))
+        })
+        .collect()
+}
+
+/// The maintained presence counters, summed per gate and per type, equal a recount of the
+/// event's presence rows (joined to participants by their current ticket), on either backend.
+async fn presence_counters_match_a_recount(app: &TestApp, event: &str) {
+    let ev = Uuid::parse_str(event).unwrap();
+    const NIL: &str = "00000000-0000-0000-0000-000000000000";
+    // (key, inside, admitted), sorted by key.
+    let queries = [
+        (
+            "SELECT CAST(gate_id AS TEXT), CAST(sum(inside) AS BIGINT), CAST(sum(admitted) AS BIGINT)
+             FROM gate_presence WHERE event_id = $1 GROUP BY gate_id
+             HAVING sum(inside) <> 0 OR sum(admitted) <> 0",
+            "SELECT CAST(last_gate AS TEXT),
+                CAST(sum(CASE WHEN inside THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(sum(CASE WHEN entries > 0 THEN 1 ELSE 0 END) AS BIGINT)
+             FROM presence WHERE event_id = $1 AND (inside OR entries > 0) GROUP BY last_gate",
+        ),
+        (
+            "SELECT ticket_type, CAST(sum(inside) AS BIGINT), CAST(sum(admitted) AS BIGINT)
+             FROM type_presence WHERE event_id = $1 GROUP BY ticket_type
+             HAVING sum(inside) <> 0 OR sum(admitted) <> 0",
+            "SELECT COALESCE(p.ticket_type, ''),
+                CAST(sum(CASE WHEN pr.inside THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(sum(CASE WHEN pr.entries > 0 THEN 1 ELSE 0 END) AS BIGINT)
+             FROM presence pr JOIN participants p
+               ON p.event_id = pr.event_id AND p.ticket_serial = pr.serial
+             WHERE pr.event_id = $1 AND (pr.inside OR pr.entries > 0)
+             GROUP BY COALESCE(p.ticket_type, '')",
+        ),
+    ];
+    for (counters, recount) in queries {
+        let mut got = Vec::new();
+        for sql in [counters, recount] {
+            let mut rows: Vec<(String, i64, i64)> = match &app.db {
+                server::Db::Postgres(p) => sqlx::query_as(sql).bind(ev).fetch_all(p).await.unwrap(),
+                // SQLite keeps UUIDs as 16 bytes; compare them as hex.
+                server::Db::Sqlite(p) => {
+                    let sql = sql
+                        .replace("CAST(gate_id AS TEXT)", "lower(hex(gate_id))")
+                        .replace("CAST(last_gate AS TEXT)", "lower(hex(last_gate))");
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(ev)
+                        .fetch_all(p)
+                        .await
+                        .unwrap()
+                }
+            };
+            for r in &mut rows {
+                r.0 = r.0.replace('-', "");
+            }
+            rows.sort();
+            got.push(rows);
+        }
+        assert!(!got[1].is_empty());
+        assert!(got[1].iter().all(|r| r.0 != NIL.replace('-', "")));
+        assert_eq!(got[0], got[1], "counters against a recount: {counters}");
+    }
+}
+
+/// A check-in scanned at `t_ms` (its clock and its scan time).
+fn checkin_at(seq: u64, serial: u64, dir: &str, t_ms: u64) -> Value {
+    let mut c = checkin(seq, serial, dir, t_ms, 0);
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t_ms) * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    c["scanned_at"] = json!(at);
+    c
+}
+
+async fn arrivals_count_effective_entries_per_scan_minute(app: TestApp) {
+    let (event, people) = live_event(&app, 8).await;
+    let a = new_gate(&app, &event, "A", None).await;
+    let s = |i: usize| serial(&people[i]);
+    // Three minutes ago and two minutes ago, by scan time.
+    let m1 = (now_ms() / 60_000 - 3) * 60_000;
+    let m2 = m1 + 60_000;
+    let first = checkin_at(a.next_seq, s(0), "in", m1 + 1_000);
+    let mut undo = checkin_at(a.next_seq + 5, s(0), "in", m1 + 6_000);
+    undo["undoes"] = first["id"].clone();
+    let mut rejected = checkin_at(a.next_seq + 3, s(3), "in", m1 + 4_000);
+    rejected["decision"] = json!("reject");
+    rejected["reason"] = json!("wrong_zone");
+    let mut invalid = checkin_at(a.next_seq + 7, s(5), "in", m2 + 2_000);
+    invalid["decision"] = json!("reject");
+    let batch = vec![
+        first,
+        checkin_at(a.next_seq + 1, s(1), "in", m1 + 2_000),
+        checkin_at(a.next_seq + 2, s(2), "in", m1 + 3_000),
+        rejected,
+        checkin_at(a.next_seq + 4, s(1), "out", m1 + 5_000),
+        undo,
+        checkin_at(a.next_seq + 6, s(4), "in", m2 + 1_000),
+        invalid,
+        checkin_at(a.next_seq + 8, s(6), "in", m2 + 3_000),
+    ];
+    let later = batch[8]["id"].clone();
+    push(&app, &a, batch).await.assert_status(200);
+    let arrivals = |minutes: u32| {
+        let app = &app;
+        let event = &event;
+        async move {
+            let r = app
+                .get(
+                    Some(&app.viewer),
+                    &format!("/api/v1/events/{event}/arrivals?minutes={minutes}"),
+                )
+                .await
+                .assert_status(200)
+                .clone();
+            r["minutes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let at = time::OffsetDateTime::parse(
+                        m["minute"].as_str().unwrap(),
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .unwrap();
+                    let ms = u64::try_from(at.unix_timestamp()).unwrap() * 1000;
+                    (ms, m["entries"].as_u64().unwrap())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // Minute one: three entries, one of them undone; the rejection and the exit are no
+    // arrivals. Minute two: two entries and an invalid scan.
+    assert_eq!(arrivals(60).await, [(m1, 2), (m2, 2)]);
+    // An entry undone in a later push stops counting, once, however often it is undone.
+    for seq in [9, 10] {
+        let mut u = checkin_at(a.next_seq + seq, s(6), "in", m2 + 4_000 + seq);
+        u["undoes"] = later.clone();
+        push(&app, &a, vec![u]).await.assert_status(200);
+    }
+    assert_eq!(arrivals(60).await, [(m1, 2), (m2, 1)]);
+    // The window of two minutes (this one and the one before) holds neither.
+    assert!(arrivals(2).await.is_empty());
+    app.get(
+        Some(&app.viewer),
+        &format!("/api/v1/events/{event}/arrivals?minutes=0"),
+    )
+    .await
+    .assert_problem(422, Some("minutes"));
 }

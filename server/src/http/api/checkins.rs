@@ -267,9 +267,7 @@ pub async fn attendance(
     let since = crate::domain::event::EventSettings::parse(&event.settings)?
         .daily_checkout()
         .map_or(0, |c| {
-            let ms = u64::try_from(c.last_at_or_before(u64::try_from(now_ms()).unwrap_or(0)))
-                .unwrap_or(0);
-            i64::try_from(sync_protocol::Hlc::new(ms, 0).as_u64()).unwrap_or(i64::MAX)
+            c.last_at_or_before(u64::try_from(now_ms()).unwrap_or(0))
         });
     // Counts are cast to BIGINT: a PostgreSQL count()/sum() would otherwise be NUMERIC.
     let gates = store::reports::gate_counts(&state.db, event_id, since).await?;
