@@ -49,17 +49,23 @@ pub struct ParticipantRow {
 impl ParticipantRow {
     /// Decrypts the personal columns in place (as read from the database).
     fn open(mut self, keys: &PersonalKeys) -> sqlx::Result<Self> {
-        let (id, v) = (self.id, self.pd_version);
-        let o = |column: &str, value: Option<String>| {
-            personal::open(keys, id, v, column, value).map_err(undecodable)
-        };
-        self.name = o("name", self.name.take())?;
-        self.email = o("email", self.email.take())?;
-        self.phone = o("phone", self.phone.take())?;
-        self.organization = o("organization", self.organization.take())?;
-        self.attention = o("attention", self.attention.take())?;
-        self.metadata =
-            o("metadata", Some(std::mem::take(&mut self.metadata)))?.unwrap_or_default();
+        let Self {
+            id,
+            pd_version,
+            name,
+            email,
+            phone,
+            organization,
+            attention,
+            metadata,
+            ..
+        } = &mut self;
+        open_sealed(
+            keys,
+            (*id, *pd_version),
+            [name, email, phone, organization, attention],
+            metadata,
+        )?;
         Ok(self)
     }
 
@@ -701,20 +707,50 @@ pub struct MatchRow {
 
 impl MatchRow {
     fn open(mut self, keys: &PersonalKeys) -> sqlx::Result<Self> {
-        let (id, v) = (self.id, self.pd_version);
-        let o = |column: &str, value: Option<String>| {
-            personal::open(keys, id, v, column, value).map_err(undecodable)
-        };
-        self.name = o("name", self.name.take())?;
-        self.email = o("email", self.email.take())?;
-        self.phone = o("phone", self.phone.take())?;
-        self.organization = o("organization", self.organization.take())?;
-        self.attention = o("attention", self.attention.take())?;
-        self.metadata =
-            o("metadata", Some(std::mem::take(&mut self.metadata)))?.unwrap_or_default();
+        let Self {
+            id,
+            pd_version,
+            name,
+            email,
+            phone,
+            organization,
+            attention,
+            metadata,
+            ..
+        } = &mut self;
+        open_sealed(
+            keys,
+            (*id, *pd_version),
+            [name, email, phone, organization, attention],
+            metadata,
+        )?;
         self.email_key = email_key(self.email.as_deref());
         Ok(self)
     }
+}
+
+/// Decrypts a participant's sealed columns in place: `texts` are name, e-mail, phone,
+/// organisation and attention, in that order; `(id, pd_version)` as the row holds them.
+fn open_sealed(
+    keys: &PersonalKeys,
+    (id, version): (Uuid, Option<i64>),
+    texts: [&mut Option<String>; 5],
+    metadata: &mut String,
+) -> sqlx::Result<()> {
+    let columns = ["name", "email", "phone", "organization", "attention"];
+    for (column, value) in columns.into_iter().zip(texts) {
+        *value = personal::open(keys, id, version, column, value.take()).map_err(undecodable)?;
+    }
+    *metadata = personal::open(
+        keys,
+        id,
+        version,
+        "metadata",
+        Some(std::mem::take(metadata)),
+    )
+    .map_err(undecodable)?
+    .unwrap_or_default();
+    Ok(())
 }
 
 const MATCH_COLUMNS: &str = "id, event_id, external_id, name, email, email_key, phone,
