@@ -500,6 +500,21 @@ async fn an_organizer_runs_an_event_from_the_console() {
         .await;
     let key = key.as_str().unwrap_or_default().to_owned();
     assert!(key.len() > 20, "{key}");
+    // The list shows the new key at once (by name and prefix, never the secret).
+    let listed = b
+        .wait_until(
+            "the new key in the list",
+            WAIT,
+            "const t = document.querySelector('#api-keys tbody').innerText;
+             return t.includes('CRM sync') ? t : null;",
+            Value::is_string,
+        )
+        .await;
+    let listed = listed.as_str().unwrap_or_default();
+    assert!(
+        listed.contains("staff") && !listed.contains(&key),
+        "{listed}"
+    );
     b.screenshot("console-11-api-key-created").await;
     let http = reqwest::Client::new();
     let status = |path: String| {

@@ -89,6 +89,33 @@
     }
   }
 
+  // Shows each `<time datetime>` under `root` in the browser's time zone and locale.
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach((t) => {
+      const d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) t.textContent = d.toLocaleString();
+    });
+  }
+
+  // Replaces the element with this id by the same element of this page as the server renders
+  // it now; on failure the page stays as it is (a reload shows the same).
+  async function refreshPart(id) {
+    try {
+      const resp = await fetch(location.pathname, { credentials: "same-origin" });
+      if (!resp.ok) return;
+      const html = new DOMParser().parseFromString(await resp.text(), "text/html");
+      const fresh = html.getElementById(id);
+      const old = document.getElementById(id);
+      if (fresh && old) {
+        const part = document.importNode(fresh, true);
+        localTimes(part);
+        old.replaceWith(part);
+      }
+    } catch (_) {
+      // Nothing to do: the new key is shown either way.
+    }
+  }
+
   function after(then, result) {
     if (then === "reload") location.reload();
     else if (then === "show-key" && result && result.key) {
@@ -99,6 +126,8 @@
       box.hidden = false;
       value.focus();
       value.select();
+      // The list above gains the key (never its secret): re-read it as the server renders it.
+      refreshPart("api-keys");
     }
     else if (then === "event" && result && result.id) location.href = `/events/${result.id}`;
   }
@@ -142,10 +171,7 @@
     document.querySelectorAll('input[data-type="datetime"][data-value]').forEach((el) => {
       el.value = toLocalInput(el.dataset.value);
     });
-    document.querySelectorAll("time[datetime]").forEach((t) => {
-      const d = new Date(t.getAttribute("datetime"));
-      if (!isNaN(d)) t.textContent = d.toLocaleString();
-    });
+    localTimes(document);
     setupImport();
     setupDashboard();
   });
