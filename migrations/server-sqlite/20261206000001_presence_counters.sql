@@ -33,24 +33,41 @@ CREATE TABLE type_presence (
     PRIMARY KEY (event_id, minute, ticket_type)
 );
 
+-- ------------------------------------------------------------------ one place for the upserts
+
+-- The triggers below write signed contributions into these views; their INSTEAD OF triggers
+-- fold them into the counters (SQLite has no functions to share the upserts otherwise).
+-- `serial` names the ticket whose current holder's type also counts; NULL for none.
+CREATE VIEW presence_delta (event_id, minute, gate_id, serial, inside, admitted) AS
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
+CREATE VIEW type_presence_delta (event_id, minute, ticket_type, inside, admitted) AS
+    SELECT NULL, NULL, NULL, NULL, NULL WHERE 0;
+
+CREATE TRIGGER type_presence_apply INSTEAD OF INSERT ON type_presence_delta BEGIN
+    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
+    VALUES (NEW.event_id, NEW.minute, NEW.ticket_type, NEW.inside, NEW.admitted)
+    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
+        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+END;
+
+CREATE TRIGGER presence_apply INSTEAD OF INSERT ON presence_delta BEGIN
+    INSERT INTO gate_presence (event_id, minute, gate_id, inside, admitted)
+    VALUES (NEW.event_id, NEW.minute, NEW.gate_id, NEW.inside, NEW.admitted)
+    ON CONFLICT (event_id, minute, gate_id) DO UPDATE SET
+        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+    INSERT INTO type_presence_delta (event_id, minute, ticket_type, inside, admitted)
+    SELECT NEW.event_id, NEW.minute, COALESCE(p.ticket_type, ''), NEW.inside, NEW.admitted
+    FROM participants p WHERE p.event_id = NEW.event_id AND p.ticket_serial = NEW.serial;
+END;
+
 -- ------------------------------------------------------------------ presence writes
 
 CREATE TRIGGER presence_count_insert AFTER INSERT ON presence
 WHEN NEW.inside OR NEW.entries > 0 BEGIN
-    INSERT INTO gate_presence (event_id, minute, gate_id, inside, admitted)
+    INSERT INTO presence_delta (event_id, minute, gate_id, serial, inside, admitted)
     SELECT NEW.event_id, (NEW.hlc >> 16) / 60000, COALESCE(NEW.last_gate, X'00000000000000000000000000000000'),
-           NEW.inside, (NEW.entries > 0)
-    WHERE NEW.inside OR NEW.entries > 0
-    ON CONFLICT (event_id, minute, gate_id) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
-    SELECT NEW.event_id, (NEW.hlc >> 16) / 60000, COALESCE(p.ticket_type, ''),
-           NEW.inside, (NEW.entries > 0)
-    FROM participants p
-    WHERE p.event_id = NEW.event_id AND p.ticket_serial = NEW.serial
-      AND (NEW.inside OR NEW.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+           NEW.serial, NEW.inside, (NEW.entries > 0)
+    WHERE NEW.inside OR NEW.entries > 0;
 END;
 
 CREATE TRIGGER presence_count_update AFTER UPDATE ON presence
@@ -58,52 +75,22 @@ WHEN OLD.inside IS NOT NEW.inside OR OLD.hlc IS NOT NEW.hlc OR OLD.last_gate IS 
     OR (OLD.entries > 0) IS NOT (NEW.entries > 0) OR OLD.event_id IS NOT NEW.event_id
     OR OLD.serial IS NOT NEW.serial
 BEGIN
-    INSERT INTO gate_presence (event_id, minute, gate_id, inside, admitted)
+    INSERT INTO presence_delta (event_id, minute, gate_id, serial, inside, admitted)
     SELECT OLD.event_id, (OLD.hlc >> 16) / 60000, COALESCE(OLD.last_gate, X'00000000000000000000000000000000'),
-           -OLD.inside, -(OLD.entries > 0)
-    WHERE OLD.inside OR OLD.entries > 0
-    ON CONFLICT (event_id, minute, gate_id) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
-    SELECT OLD.event_id, (OLD.hlc >> 16) / 60000, COALESCE(p.ticket_type, ''),
-           -OLD.inside, -(OLD.entries > 0)
-    FROM participants p
-    WHERE p.event_id = OLD.event_id AND p.ticket_serial = OLD.serial
-      AND (OLD.inside OR OLD.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
-    INSERT INTO gate_presence (event_id, minute, gate_id, inside, admitted)
+           OLD.serial, -OLD.inside, -(OLD.entries > 0)
+    WHERE OLD.inside OR OLD.entries > 0;
+    INSERT INTO presence_delta (event_id, minute, gate_id, serial, inside, admitted)
     SELECT NEW.event_id, (NEW.hlc >> 16) / 60000, COALESCE(NEW.last_gate, X'00000000000000000000000000000000'),
-           NEW.inside, (NEW.entries > 0)
-    WHERE NEW.inside OR NEW.entries > 0
-    ON CONFLICT (event_id, minute, gate_id) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
-    SELECT NEW.event_id, (NEW.hlc >> 16) / 60000, COALESCE(p.ticket_type, ''),
-           NEW.inside, (NEW.entries > 0)
-    FROM participants p
-    WHERE p.event_id = NEW.event_id AND p.ticket_serial = NEW.serial
-      AND (NEW.inside OR NEW.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+           NEW.serial, NEW.inside, (NEW.entries > 0)
+    WHERE NEW.inside OR NEW.entries > 0;
 END;
 
 CREATE TRIGGER presence_count_delete AFTER DELETE ON presence
 WHEN OLD.inside OR OLD.entries > 0 BEGIN
-    INSERT INTO gate_presence (event_id, minute, gate_id, inside, admitted)
+    INSERT INTO presence_delta (event_id, minute, gate_id, serial, inside, admitted)
     SELECT OLD.event_id, (OLD.hlc >> 16) / 60000, COALESCE(OLD.last_gate, X'00000000000000000000000000000000'),
-           -OLD.inside, -(OLD.entries > 0)
-    WHERE OLD.inside OR OLD.entries > 0
-    ON CONFLICT (event_id, minute, gate_id) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
-    SELECT OLD.event_id, (OLD.hlc >> 16) / 60000, COALESCE(p.ticket_type, ''),
-           -OLD.inside, -(OLD.entries > 0)
-    FROM participants p
-    WHERE p.event_id = OLD.event_id AND p.ticket_serial = OLD.serial
-      AND (OLD.inside OR OLD.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+           OLD.serial, -OLD.inside, -(OLD.entries > 0)
+    WHERE OLD.inside OR OLD.entries > 0;
 END;
 
 -- ------------------------------------------------------------------ participant writes
@@ -112,14 +99,12 @@ END;
 -- moves the presence of their ticket between types.
 CREATE TRIGGER participants_presence_insert AFTER INSERT ON participants
 WHEN NEW.ticket_serial IS NOT NULL BEGIN
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
+    INSERT INTO type_presence_delta (event_id, minute, ticket_type, inside, admitted)
     SELECT pr.event_id, (pr.hlc >> 16) / 60000, COALESCE(NEW.ticket_type, ''),
            pr.inside, (pr.entries > 0)
     FROM presence pr
     WHERE pr.event_id = NEW.event_id AND pr.serial = NEW.ticket_serial
-      AND (pr.inside OR pr.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+      AND (pr.inside OR pr.entries > 0);
 END;
 
 CREATE TRIGGER participants_presence_update AFTER UPDATE OF event_id, ticket_serial, ticket_type
@@ -127,34 +112,28 @@ ON participants
 WHEN OLD.event_id IS NOT NEW.event_id OR OLD.ticket_serial IS NOT NEW.ticket_serial
     OR OLD.ticket_type IS NOT NEW.ticket_type
 BEGIN
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
+    INSERT INTO type_presence_delta (event_id, minute, ticket_type, inside, admitted)
     SELECT pr.event_id, (pr.hlc >> 16) / 60000, COALESCE(OLD.ticket_type, ''),
            -pr.inside, -(pr.entries > 0)
     FROM presence pr
     WHERE pr.event_id = OLD.event_id AND pr.serial = OLD.ticket_serial
-      AND (pr.inside OR pr.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
+      AND (pr.inside OR pr.entries > 0);
+    INSERT INTO type_presence_delta (event_id, minute, ticket_type, inside, admitted)
     SELECT pr.event_id, (pr.hlc >> 16) / 60000, COALESCE(NEW.ticket_type, ''),
            pr.inside, (pr.entries > 0)
     FROM presence pr
     WHERE pr.event_id = NEW.event_id AND pr.serial = NEW.ticket_serial
-      AND (pr.inside OR pr.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+      AND (pr.inside OR pr.entries > 0);
 END;
 
 CREATE TRIGGER participants_presence_delete AFTER DELETE ON participants
 WHEN OLD.ticket_serial IS NOT NULL BEGIN
-    INSERT INTO type_presence (event_id, minute, ticket_type, inside, admitted)
+    INSERT INTO type_presence_delta (event_id, minute, ticket_type, inside, admitted)
     SELECT pr.event_id, (pr.hlc >> 16) / 60000, COALESCE(OLD.ticket_type, ''),
            -pr.inside, -(pr.entries > 0)
     FROM presence pr
     WHERE pr.event_id = OLD.event_id AND pr.serial = OLD.ticket_serial
-      AND (pr.inside OR pr.entries > 0)
-    ON CONFLICT (event_id, minute, ticket_type) DO UPDATE SET
-        inside = inside + excluded.inside, admitted = admitted + excluded.admitted;
+      AND (pr.inside OR pr.entries > 0);
 END;
 
 -- ------------------------------------------------------------------ what is already there
