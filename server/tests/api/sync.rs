@@ -1658,14 +1658,7 @@ async fn maintained_counters_follow_every_kind_of_write(app: TestApp) {
     // Two tickets revoked: 298 valid. One participant re-typed, one added with a type.
     revoke(&app, &event, &people[298]).await;
     revoke(&app, &event, &people[299]).await;
-    let pid = people[297]["id"].as_str().unwrap();
-    app.patch(
-        Some(&app.staff),
-        &format!("/api/v1/events/{event}/participants/{pid}"),
-        json!({"ticket_type": "vip"}),
-    )
-    .await
-    .assert_status(200);
+    set_ticket_type(&app, &event, &people[297], "vip").await;
     app.post(
         Some(&app.staff),
         &format!("/api/v1/events/{event}/participants"),
@@ -1721,14 +1714,7 @@ async fn maintained_counters_follow_every_kind_of_write(app: TestApp) {
     // under the type of the participant holding the ticket; the old ticket's admission stays in
     // the event's totals and its gate's.
     let (typed, reissued) = (&people[100], &people[101]);
-    let pid = typed["id"].as_str().unwrap();
-    app.patch(
-        Some(&app.staff),
-        &format!("/api/v1/events/{event}/participants/{pid}"),
-        json!({"ticket_type": "vip"}),
-    )
-    .await
-    .assert_status(200);
+    set_ticket_type(&app, &event, typed, "vip").await;
     let pid = reissued["id"].as_str().unwrap();
     app.post_empty(
         Some(&app.staff),
@@ -1779,6 +1765,17 @@ async fn maintained_counters_follow_every_kind_of_write(app: TestApp) {
     assert_eq!(att["inside"], json!(inside - 1));
     assert_eq!(gate_of(&att, "A")["inside_via"], json!(inside - 1));
     presence_counters_match_a_recount(&app, &event).await;
+}
+
+async fn set_ticket_type(app: &TestApp, event: &str, p: &Value, ticket_type: &str) {
+    let pid = p["id"].as_str().unwrap();
+    app.patch(
+        Some(&app.staff),
+        &format!("/api/v1/events/{event}/participants/{pid}"),
+        json!({"ticket_type": ticket_type}),
+    )
+    .await
+    .assert_status(200);
 }
 
 async fn attendance(app: &TestApp, event: &str) -> Value {
